@@ -1,0 +1,192 @@
+"""The student process: imports a submission and runs tiers' ``collect`` on request.
+
+Started by ``grader.sandbox`` as ``python -I -m grader.child ...``. It applies its
+own resource limits before anything else, imports its dependencies before the
+student's code (so a student file named ``numpy.py`` or ``json.py`` cannot
+shadow them), and keeps private references to everything it uses to send
+results, so that student code patching ``json``, ``numpy`` or ``os`` cannot
+change what reaches the grader. It sends raw arrays only: every verdict is
+made by the parent.
+
+Protocol: one JSON request per line on the control pipe; JSON event lines on
+the reply pipe (``ready``, ``calling``, ``exit-called``, ``done``); arrays as
+``.npy`` files in a per-request folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+
+
+def _apply_limits(memory_bytes: int, cpu_seconds: int, file_bytes: int) -> None:
+    for limit, value in ((resource.RLIMIT_AS, memory_bytes), (resource.RLIMIT_FSIZE, file_bytes), (resource.RLIMIT_CORE, 0)):
+        if value >= 0:
+            resource.setrlimit(limit, (value, value))
+    if cpu_seconds > 0:  # the soft limit sends SIGXCPU, the hard one SIGKILL
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 5))
+
+
+class _Blocker:
+    """A meta path finder that refuses to import the grader's own packages."""
+
+    def __init__(self, names: tuple[str, ...]):
+        self.names = names
+
+    def find_spec(self, fullname: str, path: object = None, target: object = None) -> None:
+        if fullname.split(".")[0] in self.names:
+            raise ImportError(f"{fullname} is part of the grader and cannot be imported by a submission")
+        return None
+
+
+def _parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="grader.child")
+    parser.add_argument("--work", required=True)
+    parser.add_argument("--results", required=True)
+    parser.add_argument("--control-fd", type=int, required=True)
+    parser.add_argument("--reply-fd", type=int, required=True)
+    parser.add_argument("--trace-file", required=True)
+    parser.add_argument("--decoder", choices=("submission", "reference"), required=True)
+    parser.add_argument("--memory-bytes", type=int, default=-1)
+    parser.add_argument("--cpu-seconds", type=int, default=0)
+    parser.add_argument("--file-bytes", type=int, default=-1)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = _parse()
+    _apply_limits(args.memory_bytes, args.cpu_seconds, args.file_bytes)
+
+    import faulthandler
+    import json
+    import os
+    import signal
+    import traceback
+    from pathlib import Path
+
+    import numpy as np
+
+    # What the student's code will need anyway, imported before it can shadow anything.
+    import torch  # noqa: F401
+    import transformers
+    from transformers import GPT2LMHeadModel, GPT2Tokenizer  # noqa: F401
+
+    transformers.utils.logging.disable_progress_bar()
+    from grader.lab import common
+    from grader.lab.common import Collected, Job, StudentFailure, import_student
+    from grader.lab.tiers import BY_NAME
+
+    # The grader's and the reference solution's modules are not for submissions: hide the ones
+    # imported so far (we keep our references) and refuse new imports of them.
+    hidden = ("grader", "reference")
+    for name in [m for m in sys.modules if m.split(".")[0] in hidden]:
+        del sys.modules[name]
+    sys.meta_path.insert(0, _Blocker(hidden))
+
+    # Private references: later patches of these module attributes do not reach us.
+    dumps, loads = json.dumps, json.loads
+    os_write, os_read, os_open, os_close = os.write, os.read, os.open, os.close
+    to_plain_array = np.array
+    real_exit, real_abort = os._exit, os.abort
+    results = Path(args.results)
+    work = Path(args.work).resolve()
+
+    trace_fh = open(args.trace_file, "w")  # noqa: SIM115 - kept open for the process's life
+    faulthandler.register(signal.SIGUSR1, file=trace_fh, all_threads=True, chain=False)
+
+    def send(event: dict) -> None:
+        data = (dumps(event) + "\n").encode()
+        while data:
+            data = data[os_write(args.reply_fd, data) :]
+
+    def where_called() -> str | None:
+        for frame in reversed(traceback.extract_stack()):
+            try:
+                path = Path(frame.filename).resolve()
+            except (OSError, ValueError):
+                continue
+            if path.is_relative_to(work):
+                return f"{path.relative_to(work).as_posix()}, line {frame.lineno}"
+        return None
+
+    def guarded_exit(code: int = 0) -> None:
+        send({"event": "exit-called", "how": f"os._exit({code})", "where": where_called()})
+        real_exit(code)
+
+    def guarded_abort() -> None:
+        send({"event": "exit-called", "how": "os.abort()", "where": where_called()})
+        real_abort()
+
+    os._exit, os.abort = guarded_exit, guarded_abort  # type: ignore[assignment]
+
+    # Progress reports, so that a time-out or a crash can say which student function was running.
+    original_call = common.call_student
+
+    def reporting_call(root, label, fn, *a, **k):  # type: ignore[no-untyped-def]
+        send({"event": "calling", "function": label})
+        return original_call(root, label, fn, *a, **k)
+
+    common.call_student = reporting_call
+
+    def write_npy(path: Path, array: np.ndarray) -> dict:
+        plain = to_plain_array(array, subok=False, order="C")  # a base-class copy: no overridden methods
+        header = "{'descr': %r, 'fortran_order': False, 'shape': %r, }" % (plain.dtype.str, tuple(plain.shape))
+        header += " " * (63 - (len(header) + 10) % 64) + "\n"
+        fd = os_open(str(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            for chunk in (b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode("latin1"), memoryview(plain).cast("B")):
+                view = memoryview(chunk)
+                while view:
+                    view = view[os_write(fd, view) :]
+        finally:
+            os_close(fd)
+        return {"file": path.name, "dtype": plain.dtype.str, "shape": list(plain.shape)}
+
+    student = None
+    import_failure = None
+    buffer = b""
+    send({"event": "ready"})
+    while True:
+        while b"\n" not in buffer:
+            chunk = os_read(args.control_fd, 1 << 16)
+            if not chunk:
+                return
+            buffer += chunk
+        line, buffer = buffer.split(b"\n", 1)
+        request = loads(line)
+        if request.get("tier") == "exit":
+            return
+        reply: dict = {"event": "done", "id": request["id"]}
+        try:
+            if student is None and import_failure is None:
+                send({"event": "calling", "function": "importing pretrained.py"})
+                try:
+                    student = import_student(work, decoder_origin=args.decoder)
+                except StudentFailure as failure:
+                    import_failure = failure
+            reply["decoder"] = student.decoder_origin if student else args.decoder
+            if import_failure is not None:
+                raise import_failure
+            tier = BY_NAME[request["tier"]]
+            collected: Collected = tier.collect(student, Job.from_json(request["job"]))
+            folder = results / str(request["id"])
+            folder.mkdir()
+            manifest = {}
+            for n, (name, array) in enumerate(collected.arrays.items()):
+                if array.dtype.hasobject:
+                    continue
+                manifest[name] = write_npy(folder / f"{n}.npy", array)
+            reply.update(status="ok", arrays=manifest, meta=collected.meta)
+        except StudentFailure as failure:
+            reply.update(status="student_error", record=failure.record)
+        except MemoryError:
+            reply.update(status="student_error", record={"function": "the grader's bookkeeping", "type": "MemoryError",
+                                                         "message": "ran out of memory", "summary": "ran out of memory"})  # fmt: skip
+        except Exception:  # noqa: BLE001 - a bug of ours: report it, keep the process alive
+            reply.update(status="harness_error", traceback=traceback.format_exc(limit=20))
+        send(reply)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

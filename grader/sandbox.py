@@ -1,0 +1,312 @@
+"""Run student code in a separate, resource-limited process and bring back raw arrays.
+
+One child process serves the tiers in turn, so that torch and the student's
+modules are imported once. Each request has its own wall-clock time-out;
+when it expires, the child is asked for a traceback (to say where the
+student's code was stuck) and its whole process group is killed. The next
+request starts a fresh child.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .lab.common import Collected
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits of the student process."""
+
+    timeout: float = 60.0  # seconds of wall clock per tier
+    memory_bytes: int = 6 * 2**30
+    file_bytes: int = 2 * 2**30  # the largest file it may write (arrays of a 124M-parameter model fit)
+    startup_timeout: float = 120.0  # importing torch and transformers, before any student code
+    threads: int = 1
+    output_cap: int = 20_000  # characters of stdout and stderr kept for staff
+
+
+@dataclass
+class Reply:
+    """What came back from one request."""
+
+    kind: str  # ok | student_error | timeout | crashed | harness_error
+    collected: Collected | None = None
+    record: dict[str, Any] | None = None  # for student_error
+    function: str | None = None  # the student function running when it timed out or crashed
+    where: str | None = None  # file and line, when known
+    detail: str = ""
+    decoder: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class _Child:
+    process: subprocess.Popen
+    control: int
+    reply: int
+    buffer: bytes = b""
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+def child_environment(home: Path, threads: int) -> dict[str, str]:
+    """A scrubbed environment: no credentials, no hub, a private home."""
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(home),
+        "TMPDIR": str(home),
+        "LANG": "C.UTF-8",
+        "HF_HOME": str(home / "hf"),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "TRANSFORMERS_VERBOSITY": "error",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONHASHSEED": "0",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = str(threads)
+    return env
+
+
+_FRAME = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+) in (?P<func>\S+)')
+
+
+def stuck_location(trace_text: str, work: Path) -> str | None:
+    """The innermost student frame in a faulthandler dump: 'pretrained.py, line 31 in load'."""
+    for match in _FRAME.finditer(trace_text):  # faulthandler lists the most recent call first
+        path = Path(match["file"])
+        if path.is_relative_to(work):
+            return f"{path.relative_to(work).as_posix()}, line {match['line']} in {match['func']}"
+    return None
+
+
+class ChildSession:
+    """The student process and its pipes; restarted after a time-out or a crash."""
+
+    def __init__(self, work: Path, decoder: str, limits: Limits, scratch: Path):
+        self.work = work.resolve()
+        self.decoder = decoder
+        self.limits = limits
+        self.scratch = scratch
+        self.results = scratch / "results"
+        self.results.mkdir(parents=True, exist_ok=True)
+        self.home = scratch / "home"
+        self.home.mkdir(exist_ok=True)
+        self.stdout_path = scratch / "stdout.txt"
+        self.stderr_path = scratch / "stderr.txt"
+        self.trace_path = scratch / "trace.txt"
+        self._child: _Child | None = None
+        self._next_id = 0
+        self.starts = 0
+
+    # ---------------------------------------------------------------- process life
+
+    def _start(self) -> _Child:
+        control_r, control_w = os.pipe()
+        reply_r, reply_w = os.pipe()
+        # A backstop behind the wall-clock time-outs: CPU seconds for every tier on every thread.
+        cpu = int((self.limits.timeout * 5 + self.limits.startup_timeout) * max(2, self.limits.threads)) + 60
+        command = [
+            sys.executable, "-I", "-m", "grader.child",
+            "--work", str(self.work), "--results", str(self.results),
+            "--control-fd", str(control_r), "--reply-fd", str(reply_w),
+            "--trace-file", str(self.trace_path), "--decoder", self.decoder,
+            "--memory-bytes", str(self.limits.memory_bytes), "--cpu-seconds", str(cpu),
+            "--file-bytes", str(self.limits.file_bytes),
+        ]  # fmt: skip
+        with self.stdout_path.open("ab") as out, self.stderr_path.open("ab") as err:
+            process = subprocess.Popen(
+                command,
+                cwd=self.work,
+                env=child_environment(self.home, self.limits.threads),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                pass_fds=(control_r, reply_w),
+                start_new_session=True,  # its own process group, killed as a whole
+            )
+        os.close(control_r)
+        os.close(reply_w)
+        self.starts += 1
+        child = _Child(process, control_w, reply_r)
+        event = self._read_event(child, time.monotonic() + self.limits.startup_timeout)
+        if event is None or event.get("event") != "ready":
+            self._kill(child)
+            raise RuntimeError("the student process did not start: " + self._tail(self.stderr_path, 2000))
+        return child
+
+    def _kill(self, child: _Child) -> None:
+        try:
+            os.killpg(child.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        child.process.wait()
+        for fd in (child.control, child.reply):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        """Stop the child, if one runs."""
+        if self._child is not None:
+            try:
+                os.write(self._child.control, b'{"tier": "exit"}\n')
+                self._child.process.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+            self._kill(self._child)
+            self._child = None
+
+    # ---------------------------------------------------------------- requests
+
+    def _read_event(self, child: _Child, deadline: float) -> dict[str, Any] | None:
+        """The next event line, or None at the deadline or end of file."""
+        while b"\n" not in child.buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            ready, _, _ = select.select([child.reply], [], [], remaining)
+            if not ready:
+                return None
+            chunk = os.read(child.reply, 1 << 20)
+            if not chunk:
+                return {"event": "eof"}
+            child.buffer += chunk
+        line, child.buffer = child.buffer.split(b"\n", 1)
+        try:
+            return json.loads(line)
+        except ValueError:
+            return {"event": "garbage"}
+
+    def run(self, tier: str, job: dict[str, Any]) -> Reply:
+        """Ask the child to collect ``tier`` for ``job``; never raises for anything the student does."""
+        started = time.monotonic()
+        if self._child is None:
+            self._child = self._start()
+        child = self._child
+        self._next_id += 1
+        request_id = self._next_id
+        os.write(child.control, (json.dumps({"id": request_id, "tier": tier, "job": job}) + "\n").encode())
+        deadline = time.monotonic() + self.limits.timeout
+        function, exit_call = None, None
+        while True:
+            event = self._read_event(child, deadline)
+            if event is None:
+                reply = self._timed_out(child, function)
+                break
+            kind = event.get("event")
+            if kind == "calling":
+                function = event.get("function")
+            elif kind == "exit-called":
+                exit_call = event
+            elif kind == "done" and event.get("id") == request_id:
+                reply = self._finished(event, request_id)
+                break
+            elif kind in ("eof", "garbage"):
+                reply = self._crashed(child, function, exit_call)
+                break
+        reply.seconds = time.monotonic() - started
+        return reply
+
+    def _finished(self, event: dict[str, Any], request_id: int) -> Reply:
+        status = event.get("status")
+        decoder = event.get("decoder")
+        if status == "ok":
+            return Reply("ok", collected=self._load_arrays(event, request_id), decoder=decoder)
+        if status == "student_error":
+            return Reply("student_error", record=event.get("record"), decoder=decoder)
+        return Reply("harness_error", detail=event.get("traceback", ""), decoder=decoder)
+
+    def _load_arrays(self, event: dict[str, Any], request_id: int) -> Collected:
+        """Read the arrays with ``allow_pickle=False`` and check them against the manifest."""
+        folder = self.results / str(request_id)
+        arrays: dict[str, np.ndarray] = {}
+        for name, entry in (event.get("arrays") or {}).items():
+            path = folder / Path(entry["file"]).name
+            try:
+                array = np.load(path, allow_pickle=False)
+            except (OSError, ValueError):
+                continue  # unreadable data counts as missing; the tier then says what is missing
+            if array.dtype.str == entry["dtype"] and list(array.shape) == entry["shape"]:
+                arrays[name] = array
+        shutil.rmtree(folder, ignore_errors=True)
+        meta = event.get("meta") if isinstance(event.get("meta"), dict) else {}
+        return Collected(arrays=arrays, meta=meta)
+
+    def _timed_out(self, child: _Child, function: str | None) -> Reply:
+        self.trace_path.write_text("")
+        try:
+            os.killpg(child.process.pid, signal.SIGUSR1)  # faulthandler writes the stacks
+        except (ProcessLookupError, PermissionError):
+            pass
+        time.sleep(0.5)
+        where = stuck_location(self.trace_path.read_text(errors="replace"), self.work)
+        self._kill(child)
+        self._child = None
+        return Reply("timeout", function=function, where=where,
+                     detail=f"did not finish within {self.limits.timeout:g} s")  # fmt: skip
+
+    def _crashed(self, child: _Child, function: str | None, exit_call: dict[str, Any] | None) -> Reply:
+        try:
+            code = child.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            code = None
+        self._kill(child)
+        self._child = None
+        if exit_call is not None:
+            detail = f"called {exit_call['how']}, which ended the process"
+            return Reply("crashed", function=function, where=exit_call.get("where"), detail=detail)
+        if code is not None and code < 0:
+            name = signal.Signals(-code).name
+            detail = f"the process was killed by {name}"
+            if -code == signal.SIGXCPU:
+                detail += " (CPU time limit)"
+            elif -code == signal.SIGXFSZ:
+                detail += " (it wrote more data than the file size limit)"
+            elif -code in (signal.SIGKILL, signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS):
+                detail += f" (possibly out of memory: the limit is {self.limits.memory_bytes / 2**30:.3g} GiB)"
+        else:
+            detail = f"the process exited early with code {code}"
+        return Reply("crashed", function=function, detail=detail)
+
+    # ---------------------------------------------------------------- output for staff
+
+    @staticmethod
+    def _tail(path: Path, cap: int) -> str:
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return ""
+        text = data.decode("utf-8", errors="replace")
+        if len(text) <= cap:
+            return text
+        half = cap // 2
+        return text[:half] + f"\n... [{len(text) - cap} characters cut] ...\n" + text[-half:]
+
+    def output(self) -> tuple[str, str]:
+        """The student process's stdout and stderr, cut to the cap."""
+        return self._tail(self.stdout_path, self.limits.output_cap), self._tail(self.stderr_path, self.limits.output_cap)
+
+
+def scratch_dir() -> Path:
+    """A private folder for one grading run."""
+    return Path(tempfile.mkdtemp(prefix="lab04-grade-"))
