@@ -48,6 +48,14 @@ def _versions() -> dict[str, str]:
     }
 
 
+def _quiet_transformers() -> None:
+    """No progress bars or advisory warnings from the grader's own HuggingFace calls."""
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
 def _skip_reason(tier: ModuleType, history: list[tuple[str, Reply]]) -> str | None:
     """Why ``tier`` cannot usefully run after what happened to earlier tiers, or None."""
     for name, reply in history:
@@ -95,6 +103,7 @@ def _rename_cells(text: str, prepared: Prepared) -> str:
 def grade(config: GradeConfig, progress: Progress | None = None) -> Report:
     """Grade ``config.submission`` and return the report (the caller writes it)."""
     started = time.monotonic()
+    _quiet_transformers()
     primary = resolve_model(config.model, config.checkpoint_dir)
     second = resolve_model(config.second_model, config.checkpoint_dir) if config.second_model else None
     truth_probe = Truth(Job(checkpoints=(primary.ref(),)))

@@ -14,7 +14,7 @@ LONG_TEXT = (
     "logits wrong, which is why every position of every input is compared, not only the last one."
 )
 BATCH_TEXT = "Three short rows of the same length check that a leading batch axis works as well."
-COMPARE_TEXTS = ("Hello, my name is", "The quick brown fox jumps over the lazy dog, twice.")
+COMPARE_TEXTS = ("Good morning, class.", "Every logit of every position counts, not only the last one.")
 LONG_TOKENS = 64
 BATCH_ROWS, BATCH_TOKENS = 3, 9
 SEED = 2024

@@ -126,9 +126,10 @@ class Verdict:
 class StudentFailure(Exception):
     """Student code raised; ``record`` says what, where and in which function."""
 
-    def __init__(self, record: dict[str, Any]):
+    def __init__(self, record: dict[str, Any], original: BaseException | None = None):
         super().__init__(record.get("summary", "student code failed"))
         self.record = record
+        self.original = original  # for in-process runs (public tests), to show the student's own traceback
 
 
 def _student_frames(tb: TracebackType | None, root: Path) -> list[traceback.FrameSummary]:
@@ -200,10 +201,11 @@ def summarize_failure(record: dict[str, Any]) -> str:
 
 def call_student(root: Path, label: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Call student code; any exception, ``SystemExit`` included, becomes a ``StudentFailure``."""
+    __tracebackhide__ = True  # pytest: show students their frames, not ours
     try:
         return fn(*args, **kwargs)
     except BaseException as exc:  # noqa: BLE001 - student code may raise anything, even SystemExit
-        raise StudentFailure(describe_exception(exc, label, root)) from None
+        raise StudentFailure(describe_exception(exc, label, root), exc) from None
 
 
 # ---------------------------------------------------------------- the submission's modules
@@ -303,7 +305,7 @@ def _import(name: str, root: Path) -> ModuleType:
             # Like Flask's locate_app: the module was found, but it imports something that is missing.
             record["message"] = f"it imports {exc.name!r}, which is not installed in the grading environment"
         record["summary"] = summarize_failure(record)
-        raise StudentFailure(record) from None
+        raise StudentFailure(record, exc) from None
 
 
 __all__ = [

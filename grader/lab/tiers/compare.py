@@ -97,6 +97,7 @@ def judge(job: Job, collected: Collected, truth: Any) -> Verdict:
     expected = truth.primary
     lines: list[str] = []
     errors: list[str] = []
+    raised: dict[str, list[str]] = {}  # summary -> the cases it happened in
     worst = 0.0
     for k, case in enumerate(collected.meta["cases"]):
         model = f"a corrupted model ({CORRUPTION})" if case["corrupted"] else "a matching model"
@@ -106,7 +107,7 @@ def judge(job: Job, collected: Collected, truth: Any) -> Verdict:
                           f"{case['forward_error']['summary']}")  # fmt: skip
             continue
         if "error" in case:
-            errors.append(f"{head}: {case['error']['summary']}")
+            raised.setdefault(case["error"]["summary"], []).append(f"{model} and {case['text']!r}")
             continue
         if "problem" in case:
             lines.append(f"{head}, compare_outputs {case['problem']}")
@@ -134,6 +135,9 @@ def judge(job: Job, collected: Collected, truth: Any) -> Verdict:
             verdict = "match" if should else "do not match"
             lines.append(f"{head}, {said}, but the logits {verdict} (max |diff| {true:.3g}, tolerance {tol:.2g}): "
                          "match must be max_diff <= tolerance")  # fmt: skip
+    for summary, cases in raised.items():
+        errors.append(f"{summary} (on {len(cases)} of {len(collected.meta['cases'])} calls)" if len(cases) > 1
+                      else f"On {cases[0]}: {summary}")  # fmt: skip
     if errors:
         return Verdict("error", "\n".join(dedupe(errors) + ([bullet(lines)] if lines else [])), max_diff=worst)
     if lines:
