@@ -58,7 +58,9 @@ def _check_writable(out: Path) -> None:
 
 def _print_progress(result: TierResult) -> None:
     colour = STATUS_COLOURS.get(result.status)
-    click.echo(f"  {result.name:<10} " + click.style(f"{result.status:<8}", fg=colour) + f" {result.seconds:5.1f} s", err=True)
+    click.echo(
+        f"  {result.name:<10} " + click.style(f"{result.status:<8}", fg=colour) + f" {result.seconds:5.1f} s", err=True
+    )
 
 
 def print_summary(report: Report, out: Path) -> None:
@@ -68,7 +70,10 @@ def print_summary(report: Report, out: Path) -> None:
     click.echo(f"\nLab 04: {report.score:g}/{report.max_score:g} points  (model: {report.model.source}; {decoder})")
     click.echo(f"  {'tier':<10} {'status':<8} {'points':>7}  detail")
     for t in report.tiers:
-        first = t.detail.splitlines()[0] if t.detail else ""
+        lines = t.detail.splitlines() or [""]
+        first = lines[0]
+        if first.endswith(":") and len(lines) > 1:  # a heading: show what it announces
+            first = f"{first} {lines[1].lstrip(' -')}"
         room = max(20, width - 33)
         if len(first) > room:
             first = first[: room - 3] + "..."
@@ -79,24 +84,63 @@ def print_summary(report: Report, out: Path) -> None:
 
 @main.command("run")
 @click.argument("submission", type=click.Path(exists=True, path_type=Path))
-@click.option("--out", "-o", type=click.Path(path_type=Path), default=Path("results.json"), show_default=True,
-              help="Where to write the Gradescope results.json.")
-@click.option("--model", "-m", default="tiny", show_default=True, metavar="NAME_OR_DIR",
-              help="Checkpoint to grade against: a built-in one (tiny, wide, small), a local HuggingFace "
-                   "folder, or a hub name such as gpt2 (needs the hub or its cache).")
-@click.option("--second-model", default="wide", show_default=True, metavar="NAME_OR_DIR|none",
-              help="A second checkpoint with another depth and width, for loaders hard-wired to 12 x 768. "
-                   "'none' to skip.")
-@click.option("--checkpoint-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where built-in checkpoints live [default: $LAB04_CHECKPOINT_DIR or ~/.cache/lab04/checkpoints].")
-@click.option("--points", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help=f"TOML file of points per tier (defaults: {DEFAULT_POINTS_FILE.name}, summing to 100).")
-@click.option("--timeout", type=click.FloatRange(min=1), default=60.0, show_default=True,
-              help="Wall-clock seconds each tier may take in the student process.")
-@click.option("--memory-mb", type=click.IntRange(min=256), default=6144, show_default=True,
-              help="Address-space limit of the student process.")
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
-              help="BLAS/OpenMP threads for the student process.")
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(path_type=Path),
+    default=Path("results.json"),
+    show_default=True,
+    help="Where to write the Gradescope results.json.",
+)
+@click.option(
+    "--model",
+    "-m",
+    default="tiny",
+    show_default=True,
+    metavar="NAME_OR_DIR",
+    help="Checkpoint to grade against: a built-in one (tiny, wide, small), a local HuggingFace "
+    "folder, or a hub name such as gpt2 (needs the hub or its cache).",
+)
+@click.option(
+    "--second-model",
+    default="wide",
+    show_default=True,
+    metavar="NAME_OR_DIR|none",
+    help="A second checkpoint with another depth and width, for loaders hard-wired to 12 x 768. 'none' to skip.",
+)
+@click.option(
+    "--checkpoint-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where built-in checkpoints live [default: $LAB04_CHECKPOINT_DIR or ~/.cache/lab04/checkpoints].",
+)
+@click.option(
+    "--points",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help=f"TOML file of points per tier (defaults: {DEFAULT_POINTS_FILE.name}, summing to 100).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=60.0,
+    show_default=True,
+    help="Wall-clock seconds each tier may take in the student process.",
+)
+@click.option(
+    "--memory-mb",
+    type=click.IntRange(min=256),
+    default=6144,
+    show_default=True,
+    help="Address-space limit of the student process.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="BLAS/OpenMP threads for the student process.",
+)
 @click.option("--keep-workdir", is_flag=True, help="Keep the temporary folder (submission copy, logs) for debugging.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors; the report is still written.")
 def run(submission: Path, out: Path, model: str, second_model: str, checkpoint_dir: Path | None, points: Path | None,
@@ -142,9 +186,16 @@ def checkpoints() -> None:
 
 @checkpoints.command("build")
 @click.argument("names", nargs=-1)
-@click.option("--all", "build_all", is_flag=True, help="Build every built-in checkpoint, the 124M-parameter 'small' too.")
-@click.option("--dir", "root", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Target folder [default: $LAB04_CHECKPOINT_DIR or ~/.cache/lab04/checkpoints].")
+@click.option(
+    "--all", "build_all", is_flag=True, help="Build every built-in checkpoint, the 124M-parameter 'small' too."
+)
+@click.option(
+    "--dir",
+    "root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Target folder [default: $LAB04_CHECKPOINT_DIR or ~/.cache/lab04/checkpoints].",
+)
 def checkpoints_build(names: tuple[str, ...], build_all: bool, root: Path | None) -> None:
     """Build checkpoints NAMES (default: tiny and wide). Deterministic; already built ones are kept."""
     from .lab.checkpoints import default_root, ensure_checkpoint
@@ -184,8 +235,12 @@ def template() -> None:
 
 @template.command("build")
 @click.option("--check", is_flag=True, help="Only compare; exit 1 if student_template/ is out of date.")
-@click.option("--dest", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Target folder [default: student_template/ beside reference/].")
+@click.option(
+    "--dest",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Target folder [default: student_template/ beside reference/].",
+)
 def template_build(check: bool, dest: Path | None) -> None:
     """Regenerate student_template/ (stubs, tests, notebook, checks) from reference/."""
     from .template import REPO, TemplateError, build_template, differences

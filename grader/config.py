@@ -45,5 +45,5 @@ class GradeConfig:
     second_model: str | None = "wide"
     checkpoint_dir: Path | None = None
     points: dict[str, float] = field(default_factory=load_points)
-    limits: Limits = Limits()
+    limits: Limits = field(default_factory=Limits)
     keep_workdir: bool = False

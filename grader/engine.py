@@ -7,7 +7,6 @@ import shutil
 import time
 import traceback
 from collections.abc import Callable
-from pathlib import Path
 from types import ModuleType
 
 import numpy as np
@@ -74,10 +73,14 @@ def _from_reply(tier: ModuleType, reply: Reply, job: Job, truth: Truth, internal
     if reply.kind == "ok":
         try:
             verdict = tier.judge(job, reply.collected, truth)
-        except Exception:  # noqa: BLE001 - a bug of ours must not cost the student the report
+        except Exception:
             internal.append(f"{tier.NAME} judge:\n{traceback.format_exc()}")
             return "error", INTERNAL, {}
-        return verdict.status, verdict.detail, {"max_diff": verdict.max_diff, "tolerance": verdict.tolerance, "facts": verdict.facts}
+        return (
+            verdict.status,
+            verdict.detail,
+            {"max_diff": verdict.max_diff, "tolerance": verdict.tolerance, "facts": verdict.facts},
+        )
     if reply.kind == "student_error":
         record = reply.record or {}
         return "error", record.get("summary", "your code failed") + failure_hint(record, job.checkpoints[0].shape), {}
@@ -110,7 +113,7 @@ def grade(config: GradeConfig, progress: Progress | None = None) -> Report:
     try:
         tokenizer = truth_probe.primary.tokenizer
         truth_probe.primary.hf_model  # noqa: B018 - fail now, as a grader error, if the weights are unreadable
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise GraderError(f"cannot load the checkpoint {primary.source}: {exc}") from None
     job = build_job(primary, second, tokenizer)
     truth = Truth(job)

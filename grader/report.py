@@ -91,7 +91,9 @@ class Report:
     def summary(self) -> str:
         """The text at the top of the Gradescope page."""
         lines = [f"Lab 04 autograder: {_num(self.score)}/{_num(self.max_score)} points."]
-        decoder = "your decoder.py" if self.decoder == "submission" else "the reference decoder (you sent no decoder.py)"
+        decoder = (
+            "your decoder.py" if self.decoder == "submission" else "the reference decoder (you sent no decoder.py)"
+        )
         lines.append(f"Forward passes used {decoder}. Tolerance: {self.tolerances['logits']}.")
         if self.submission.get("problem"):
             lines.append(f"Submission problem: {self.submission['problem']}")

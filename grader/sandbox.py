@@ -304,7 +304,9 @@ class ChildSession:
 
     def output(self) -> tuple[str, str]:
         """The student process's stdout and stderr, cut to the cap."""
-        return self._tail(self.stdout_path, self.limits.output_cap), self._tail(self.stderr_path, self.limits.output_cap)
+        return self._tail(self.stdout_path, self.limits.output_cap), self._tail(
+            self.stderr_path, self.limits.output_cap
+        )
 
 
 def scratch_dir() -> Path:

@@ -162,7 +162,7 @@ def notebook_cells(path: Path) -> list[tuple[int, str]]:
         number += 1
         lines = cell.source.splitlines()
         if lines and lines[0].lstrip().startswith("%%"):
-            if not lines[0].split()[0] in PYTHON_CELL_MAGICS:
+            if lines[0].split()[0] not in PYTHON_CELL_MAGICS:
                 continue  # %%bash, %%writefile ...: not Python, never run
             lines[0] = ""
         # Keep line numbers stable: a dropped line becomes a blank one.
@@ -174,7 +174,7 @@ def notebook_cells(path: Path) -> list[tuple[int, str]]:
 def _prepare_notebook(path: Path, work: Path) -> Prepared:
     try:
         cells = notebook_cells(path)
-    except Exception as exc:  # noqa: BLE001 - nbformat raises many kinds for a broken file
+    except Exception as exc:
         return Prepared(work, "notebook", "reference", problem=f"{path.name} is not a readable notebook ({exc})")
     cell_files: dict[str, str] = {}
     loader = [

@@ -9,6 +9,7 @@ unclosed, orphan or misspelt markers are loud errors naming file and line.
 from __future__ import annotations
 
 import ast
+import itertools
 import re
 import shutil
 from pathlib import Path
@@ -37,10 +38,14 @@ def strip_solutions(lines: list[str], filename: str = "<source>") -> list[str]:
         stripped = line.strip()
         is_marker = bool(_MARKER.match(line))
         if is_marker and stripped not in (BEGIN, END):
-            raise TemplateError(f"{filename}:{number}: malformed marker {stripped!r}; write exactly {BEGIN!r} or {END!r}")
+            raise TemplateError(
+                f"{filename}:{number}: malformed marker {stripped!r}; write exactly {BEGIN!r} or {END!r}"
+            )
         if stripped == BEGIN:
             if opened_at is not None:
-                raise TemplateError(f"{filename}:{number}: nested {BEGIN} (the region opened at line {opened_at} is not closed)")
+                raise TemplateError(
+                    f"{filename}:{number}: nested {BEGIN} (the region opened at line {opened_at} is not closed)"
+                )
             opened_at = number
             indent = line[: len(line) - len(line.lstrip())]
             out += [f"{indent}# YOUR CODE HERE\n", f"{indent}raise NotImplementedError\n"]
@@ -84,7 +89,7 @@ def _cells_of(source: str) -> list[str]:
                 first -= 1  # keep the comments just above a definition with it
             starts.append(first - 1)
     bounds = [0, *starts, len(lines)]
-    cells = ["".join(lines[a:b]).strip("\n") for a, b in zip(bounds, bounds[1:], strict=False)]
+    cells = ["".join(lines[a:b]).strip("\n") for a, b in itertools.pairwise(bounds)]
     return [c for c in cells if c.strip()]
 
 
@@ -109,7 +114,7 @@ def notebook(stub: str, decoder: str) -> str:
         "mean to.\n"
         "* Implement the three functions marked `# YOUR CODE HERE`.\n"
         "* Hand in this notebook as it is: the grader runs its code cells in order (magics and `!` lines are "
-        "skipped) and then calls your functions. Keep experiments under `if __name__ == \"__main__\":` so that "
+        'skipped) and then calls your functions. Keep experiments under `if __name__ == "__main__":` so that '
         "they do not run while grading.\n\n"
         "See `README.md` for the tolerance, the GPT-2 configurations and the common pitfalls."
     )

@@ -9,7 +9,8 @@ Implement the three functions marked ``YOUR CODE HERE``:
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -53,6 +54,7 @@ def get_weight_mapping(num_layers: int) -> Mapping:
     ``transform`` turns the HuggingFace array into the array (or tuple of
     arrays) to store there.
     """
+
     ### BEGIN SOLUTION
     def same(w: np.ndarray) -> np.ndarray:
         return w  # Conv1D already stores weights as (in, out), the layout x @ W wants
@@ -69,22 +71,22 @@ def get_weight_mapping(num_layers: int) -> Mapping:
     }
     for i in range(num_layers):
         hf, ours = f"transformer.h.{i}", f"blocks.{i}"
-        mapping.update({
-            f"{hf}.ln_1.weight": (f"{ours}.ln1.gamma", same),
-            f"{hf}.ln_1.bias": (f"{ours}.ln1.beta", same),
-            f"{hf}.attn.c_attn.weight": (
-                (f"{ours}.attn.W_Q", f"{ours}.attn.W_K", f"{ours}.attn.W_V"), split_qkv),
-            f"{hf}.attn.c_attn.bias": (
-                (f"{ours}.attn.b_Q", f"{ours}.attn.b_K", f"{ours}.attn.b_V"), split_qkv),
-            f"{hf}.attn.c_proj.weight": (f"{ours}.attn.W_O", same),
-            f"{hf}.attn.c_proj.bias": (f"{ours}.attn.b_O", same),
-            f"{hf}.ln_2.weight": (f"{ours}.ln2.gamma", same),
-            f"{hf}.ln_2.bias": (f"{ours}.ln2.beta", same),
-            f"{hf}.mlp.c_fc.weight": (f"{ours}.ffn.W1", same),
-            f"{hf}.mlp.c_fc.bias": (f"{ours}.ffn.b1", same),
-            f"{hf}.mlp.c_proj.weight": (f"{ours}.ffn.W2", same),
-            f"{hf}.mlp.c_proj.bias": (f"{ours}.ffn.b2", same),
-        })
+        mapping.update(
+            {
+                f"{hf}.ln_1.weight": (f"{ours}.ln1.gamma", same),
+                f"{hf}.ln_1.bias": (f"{ours}.ln1.beta", same),
+                f"{hf}.attn.c_attn.weight": ((f"{ours}.attn.W_Q", f"{ours}.attn.W_K", f"{ours}.attn.W_V"), split_qkv),
+                f"{hf}.attn.c_attn.bias": ((f"{ours}.attn.b_Q", f"{ours}.attn.b_K", f"{ours}.attn.b_V"), split_qkv),
+                f"{hf}.attn.c_proj.weight": (f"{ours}.attn.W_O", same),
+                f"{hf}.attn.c_proj.bias": (f"{ours}.attn.b_O", same),
+                f"{hf}.ln_2.weight": (f"{ours}.ln2.gamma", same),
+                f"{hf}.ln_2.bias": (f"{ours}.ln2.beta", same),
+                f"{hf}.mlp.c_fc.weight": (f"{ours}.ffn.W1", same),
+                f"{hf}.mlp.c_fc.bias": (f"{ours}.ffn.b1", same),
+                f"{hf}.mlp.c_proj.weight": (f"{ours}.ffn.W2", same),
+                f"{hf}.mlp.c_proj.bias": (f"{ours}.ffn.b2", same),
+            }
+        )
     return mapping
     ### END SOLUTION
 

@@ -89,7 +89,8 @@ def explain(path: str, got: np.ndarray, index: CandidateIndex) -> str | None:
     n = index.num_layers
     if cand.hf_name:
         flip = " transposed" if cand.transposed else ""
-        return (f"holds the whole fused {cand.hf_name}{flip}, not one third of it: split the last axis "
+        fused = re.sub(r"^transformer\.h\.\d+\.", "", cand.hf_name)
+        return (f"holds the whole fused {fused}{flip}, not one third of it: split the last axis "
                 "into 3 equal parts (width // 3, not a fixed 768)")  # fmt: skip
     if cand.path == path:
         return ("holds the transpose of the right array: Conv1D weights are already (in, out), "
@@ -97,10 +98,15 @@ def explain(path: str, got: np.ndarray, index: CandidateIndex) -> str | None:
     flip = "the transpose of " if cand.transposed else ""
     own_layer, their_layer = layer_of(path), layer_of(cand.path)
     leaf, their_leaf = path.rsplit(".", 1)[-1], cand.path.rsplit(".", 1)[-1]
-    if own_layer == their_layer and leaf[:2] in ("W_", "b_") and their_leaf[:2] == leaf[:2]:
-        if leaf[2] in QKV and their_leaf[2] in QKV:
-            return (f"holds {flip}the {their_leaf[2]} part of c_attn instead of the {leaf[2]} part: "
-                    "the columns are Q, K, V in that order, d_model each")  # fmt: skip
+    if (
+        own_layer == their_layer
+        and leaf[:2] in ("W_", "b_")
+        and their_leaf[:2] == leaf[:2]
+        and leaf[2] in QKV
+        and their_leaf[2] in QKV
+    ):
+        return (f"holds {flip}the {their_leaf[2]} part of c_attn instead of the {leaf[2]} part: "
+                "the columns are Q, K, V in that order, d_model each")  # fmt: skip
     if own_layer == their_layer and {leaf, their_leaf} == {"gamma", "beta"}:
         return f"holds {flip}the {'bias' if their_leaf == 'beta' else 'weight'} of its LayerNorm: gamma and beta are swapped"
     if their_layer is not None and own_layer is not None and own_layer != their_layer:
@@ -135,7 +141,9 @@ def attribute_findings(
             continue
         if have.shape != want.shape:
             why = explain(path, have.astype(np.float32, copy=False), index) if have.dtype.kind == "f" else None
-            findings.append((path, f"has shape {tuple(have.shape)}, expected {tuple(want.shape)}" + (f"; it {why}" if why else "")))
+            findings.append(
+                (path, f"has shape {tuple(have.shape)}, expected {tuple(want.shape)}" + (f"; it {why}" if why else ""))
+            )
             continue
         if have.dtype.kind not in "fiu":
             findings.append((path, f"has dtype {have.dtype}, expected float32"))
@@ -150,12 +158,34 @@ def attribute_findings(
                 why = "is unchanged since GPTModel(...) created it: it was never loaded"
             else:
                 why = explain(path, have.astype(np.float32), index) or describe_value(have)
-            findings.append((path, why or f"does not match {source_text(path, index.num_layers)} (max |diff| {diff:.3g})"))
+            findings.append(
+                (path, why or f"does not match {source_text(path, index.num_layers)} (max |diff| {diff:.3g})")
+            )
     return findings, worst
+
+
+_OTHER_LAYER = re.compile(r"^holds (?:the transpose of )?layer (\d+)'s tensor")
+
+
+def _collapse_layer_swaps(findings: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Many attributes of block i holding layer j's tensors become one line about the layer order."""
+    swaps: dict[tuple[int, int], list[str]] = {}
+    for path, problem in findings:
+        match = _OTHER_LAYER.match(problem)
+        if match and layer_of(path) is not None:
+            swaps.setdefault((layer_of(path), int(match.group(1))), []).append(path)
+    collapsed = {key: paths for key, paths in swaps.items() if len(paths) >= 3}
+    if not collapsed:
+        return findings
+    hidden = {p for paths in collapsed.values() for p in paths}
+    out = [(f"blocks.{i}.*", f"({len(paths)} attributes) hold layer {j}'s tensors instead of layer {i}'s: "
+            "check the layer index in the mapping") for (i, j), paths in collapsed.items()]  # fmt: skip
+    return out + [(p, problem) for p, problem in findings if p not in hidden]
 
 
 def group_findings(findings: list[tuple[str, str]], limit: int = 8) -> list[str]:
     """Lines like ``blocks.{0,1}.attn.W_Q holds the transpose ...``, at most ``limit`` of them."""
+    findings = _collapse_layer_swaps(findings)
     groups: dict[tuple[str, str], list[str]] = {}
     for path, problem in findings:
         layer = layer_of(path)
@@ -166,7 +196,7 @@ def group_findings(findings: list[tuple[str, str]], limit: int = 8) -> list[str]
         shown = layers[0] if len(layers) == 1 else "{" + ",".join(layers) + "}"
         lines.append(f"{pattern.replace('{i}', shown)} {problem}")
     if len(lines) > limit:
-        lines = lines[:limit] + [f"... and {len(lines) - limit} more"]
+        lines = [*lines[:limit], f"... and {len(lines) - limit} more"]
     return lines
 
 
@@ -175,16 +205,19 @@ def failure_hint(record: dict[str, Any], shape: contract.ModelShape | None) -> s
     message = f"{record.get('type', '')}: {record.get('message', '')}"
     if shape is not None:
         layer = re.search(r"transformer\.h\.(\d+)\.", message)
-        if layer and int(layer.group(1)) >= shape.num_layers or (
+        if (layer and int(layer.group(1)) >= shape.num_layers) or (
             record.get("type") == "IndexError" and "list index" in message
         ):
             return (f" This checkpoint has {shape.num_layers} layers: take the layer count from the "
                     "checkpoint's config (hf_model.config.n_layer), not a fixed 12.")  # fmt: skip
         if "768" in message and shape.d_model != 768:
             return f" This checkpoint has d_model={shape.d_model}: do not hard-wire 768."
-    if any(s in message for s in ("huggingface.co", "offline", "LocalEntryNotFound", "couldn't connect", "Repository Not Found")):
+    if any(
+        s in message
+        for s in ("huggingface.co", "offline", "LocalEntryNotFound", "couldn't connect", "Repository Not Found")
+    ):
         return (" The grader passes a local checkpoint directory as model_name and has no internet: "
                 "load model_name, not a fixed 'gpt2'.")  # fmt: skip
-    if "broadcast" in message or "shapes" in message and "not aligned" in message:
+    if "broadcast" in message or ("shapes" in message and "not aligned" in message):
         return " A shape mismatch: was the model built with the checkpoint's sizes, and are weights (in, out)?"
     return ""

@@ -10,8 +10,8 @@ exact-erf GELU" or "GPT-2 without a causal mask".
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Callable
 
 import numpy as np
 
@@ -35,7 +35,9 @@ class Variant:
     def changes(self) -> dict[str, object]:
         """The fields that differ from GPT-2's behaviour."""
         default = Variant()
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) != getattr(default, f.name)}
+        return {
+            f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) != getattr(default, f.name)
+        }
 
 
 def _gelu(kind: str) -> Callable[[np.ndarray], np.ndarray]:
@@ -97,10 +99,14 @@ def forward(
     """Logits of GPT-2 for ``ids`` of shape (T,) or (B, T); appends sub-step activations to ``trace``."""
     ids = np.asarray(ids)
     if ids.ndim == 2:
-        return np.stack([forward(weights, row, n_head, variant, eps, trace if b == 0 else None) for b, row in enumerate(ids)])
+        return np.stack(
+            [forward(weights, row, n_head, variant, eps, trace if b == 0 else None) for b, row in enumerate(ids)]
+        )
     dtype = np.float32
     gelu = _gelu(variant.gelu)
-    round_residual = (lambda x: x.astype(np.float16).astype(dtype)) if variant.residual_dtype == "float16" else (lambda x: x)
+    round_residual = (
+        (lambda x: x.astype(np.float16).astype(dtype)) if variant.residual_dtype == "float16" else (lambda x: x)
+    )
     record = trace.append if trace is not None else (lambda item: None)
     T = ids.shape[0]
     d = weights["token_embedding.weight"].shape[1]

@@ -11,6 +11,8 @@ from . import contract, oracle
 from .common import CheckpointRef, Job
 from .diagnose import CandidateIndex
 
+GPT2 = oracle.Variant()  # the oracle's default behaviour: GPT-2's own
+
 
 class Expected:
     """What a correct submission produces on one checkpoint (computed lazily, then cached)."""
@@ -61,7 +63,7 @@ class Expected:
         T = ids.shape[-1]
         return self.state["transformer.wte.weight"][ids], self.state["transformer.wpe.weight"][np.arange(T)]
 
-    def trace(self, ids: np.ndarray, variant: oracle.Variant = oracle.Variant()) -> tuple[np.ndarray, oracle.Trace]:
+    def trace(self, ids: np.ndarray, variant: oracle.Variant = GPT2) -> tuple[np.ndarray, oracle.Trace]:
         """Logits and per-sub-step activations of the NumPy oracle on HuggingFace's weights."""
         trace: oracle.Trace = []
         logits = oracle.forward(self.attributes, ids, self.shape.num_heads, variant, trace=trace)

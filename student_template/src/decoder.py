@@ -165,7 +165,7 @@ class GPTModel:
         """Logits for token ids of shape (T,) or (B, T): (T, vocab) or (B, T, vocab)."""
         ids = np.asarray(ids)
         T = ids.shape[-1]
-        if T > self.config.max_seq_len:
+        if self.config.max_seq_len < T:
             raise ValueError(f"sequence of {T} tokens is longer than max_seq_len={self.config.max_seq_len}")
         x = self.token_embedding(ids) + self.pos_embedding(np.arange(T))  # [..., T, d]
         for block in self.blocks:

@@ -9,7 +9,8 @@ Implement the three functions marked ``YOUR CODE HERE``:
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -53,6 +54,7 @@ def get_weight_mapping(num_layers: int) -> Mapping:
     ``transform`` turns the HuggingFace array into the array (or tuple of
     arrays) to store there.
     """
+
     # YOUR CODE HERE
     raise NotImplementedError
 

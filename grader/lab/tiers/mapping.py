@@ -101,7 +101,9 @@ def collect(student: StudentCode, job: Job) -> Collected:
     return out
 
 
-def _check_layers(num_layers: int, info: dict[str, Any], collected: Collected, seed: int, full: bool) -> tuple[list[str], list[dict]]:
+def _check_layers(
+    num_layers: int, info: dict[str, Any], collected: Collected, seed: int, full: bool
+) -> tuple[list[str], list[dict]]:
     """Problems with one layer count's mapping, and the student exceptions met."""
     call = f"get_weight_mapping({num_layers})"
     if info["type"] != "dict":
@@ -117,9 +119,13 @@ def _check_layers(num_layers: int, info: dict[str, Any], collected: Collected, s
         hint = ""
         if unknown and any(("transformer." + u) in missing for u in unknown):
             hint = " (keys are spelled as state_dict() spells them, with the 'transformer.' prefix)"
-        problems.append(f"{call} misses {len(missing)} of the {len(required)} parameters, e.g. {', '.join(missing[:3])}{hint}")
+        problems.append(
+            f"{call} misses {len(missing)} of the {len(required)} parameters, e.g. {', '.join(missing[:3])}{hint}"
+        )
     if unknown:
-        problems.append(f"{call} has keys that GPT2LMHeadModel with {num_layers} layers does not have, e.g. {', '.join(unknown[:3])}")
+        problems.append(
+            f"{call} has keys that GPT2LMHeadModel with {num_layers} layers does not have, e.g. {', '.join(unknown[:3])}"
+        )
     if not full:
         return problems, failures
     state = synthetic_state(num_layers, seed)
@@ -140,7 +146,9 @@ def _check_layers(num_layers: int, info: dict[str, Any], collected: Collected, s
             continue
         for j, path in enumerate(targets):
             array = collected.arrays.get(f"{num_layers}/{key}/{j}")
-            received.setdefault(normalise_path(path), []).append((key, array if array is not None else entry["problems"].get(str(j), "is missing")))
+            received.setdefault(normalise_path(path), []).append(
+                (key, array if array is not None else entry["problems"].get(str(j), "is missing"))
+            )
     findings: list[tuple[str, str]] = []
     got: dict[str, Any] = {}
     for path in expected:
@@ -153,13 +161,20 @@ def _check_layers(num_layers: int, info: dict[str, Any], collected: Collected, s
         else:
             got[path] = own[0][1]
     for key, value in received.get("token_embedding.weight", []):
-        if key == "lm_head.weight" and (not isinstance(value, np.ndarray) or value.shape != expected["token_embedding.weight"].shape
-                                        or not np.array_equal(value, expected["token_embedding.weight"])):
-            problems.append("lm_head.weight must map unchanged to token_embedding.weight (the head is tied) or be left out")
+        if key == "lm_head.weight" and (
+            not isinstance(value, np.ndarray)
+            or value.shape != expected["token_embedding.weight"].shape
+            or not np.array_equal(value, expected["token_embedding.weight"])
+        ):
+            problems.append(
+                "lm_head.weight must map unchanged to token_embedding.weight (the head is tied) or be left out"
+            )
     strays = sorted(set(received) - set(expected))
     for path in strays:
         keys = ", ".join(k for k, _ in received[path])
-        problems.append(f"{keys} targets '{path}', which is not an attribute of the contract (LAB_CONTRACT.md section 2)")
+        problems.append(
+            f"{keys} targets '{path}', which is not an attribute of the contract (LAB_CONTRACT.md section 2)"
+        )
     index = CandidateIndex(expected, state)
     wrong, _ = attribute_findings({p: v for p, v in expected.items() if p in got}, got, index)
     findings += wrong
@@ -194,4 +209,6 @@ def judge(job: Job, collected: Collected, truth: Any) -> Verdict:
         text = "\n".join(line if line.startswith("  - ") else f"- {line}" for line in lines)
         return Verdict("failed", "The weight mapping is wrong:\n" + text, facts=facts)
     layers = ", ".join(str(n) for n in job.mapping_layers + job.coverage_layers)
-    return Verdict("passed", f"Every parameter is mapped and every transform gives the right array ({layers} layers).", facts=facts)
+    return Verdict(
+        "passed", f"Every parameter is mapped and every transform gives the right array ({layers} layers).", facts=facts
+    )

@@ -10,10 +10,10 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here needs the internet
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
-from lab04_checks.checkpoints import PUBLIC_TINY, ensure_checkpoint  # noqa: E402
-from lab04_checks.common import CheckpointRef, Job, StudentFailure, TokenInput, import_student  # noqa: E402
-from lab04_checks.contract import ModelShape  # noqa: E402
-from lab04_checks.truth import Truth  # noqa: E402
+from lab04_checks.checkpoints import PUBLIC_TINY, ensure_checkpoint
+from lab04_checks.common import CheckpointRef, Job, StudentFailure, TokenInput, import_student
+from lab04_checks.contract import ModelShape
+from lab04_checks.truth import Truth
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 # The public inputs. The grader uses other texts, a second checkpoint of another depth and width,
@@ -65,5 +65,5 @@ def student():
         return import_student(SRC)
     except StudentFailure as failure:
         if failure.original is not None:
-            raise failure.original
+            raise failure.original from None
         pytest.fail(failure.record["summary"], pytrace=False)

@@ -25,7 +25,7 @@ def check(tier: ModuleType, student: StudentCode, job: Job, truth: Truth) -> Non
         collected = tier.collect(student, job)
     except StudentFailure as failure:
         if failure.original is not None:
-            raise failure.original
+            raise failure.original from None
         pytest.fail(failure.record["summary"], pytrace=False)
     verdict = tier.judge(job, collected, truth)
     if verdict.status != "passed":

@@ -6,10 +6,11 @@ from __future__ import annotations
 import importlib
 import sys
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType, TracebackType
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -205,7 +206,7 @@ def call_student(root: Path, label: str, fn: Callable[..., Any], *args: Any, **k
     __tracebackhide__ = True  # pytest: show students their frames, not ours
     try:
         return fn(*args, **kwargs)
-    except BaseException as exc:  # noqa: BLE001 - student code may raise anything, even SystemExit
+    except BaseException as exc:
         raise StudentFailure(describe_exception(exc, label, root), exc) from None
 
 
@@ -298,7 +299,7 @@ def _import(name: str, root: Path) -> ModuleType:
         return sys.modules[name]
     try:
         return importlib.import_module(name)
-    except BaseException as exc:  # noqa: BLE001 - a submission's import may raise anything
+    except BaseException as exc:
         record = describe_exception(exc, f"importing {name}.py", root)
         if isinstance(exc, ModuleNotFoundError) and record.get("file") is None:
             record["message"] = f"no module named {exc.name!r}"
@@ -310,6 +311,17 @@ def _import(name: str, root: Path) -> ModuleType:
 
 
 __all__ = [
-    "Collected", "CheckpointRef", "Job", "StudentCode", "StudentFailure", "TokenInput", "Verdict",
-    "call_student", "describe_exception", "get_path", "import_student", "logits_tolerance", "summarize_failure",
+    "CheckpointRef",
+    "Collected",
+    "Job",
+    "StudentCode",
+    "StudentFailure",
+    "TokenInput",
+    "Verdict",
+    "call_student",
+    "describe_exception",
+    "get_path",
+    "import_student",
+    "logits_tolerance",
+    "summarize_failure",
 ]  # fmt: skip

@@ -73,7 +73,7 @@ def hf_parameter_names(num_layers: int) -> list[str]:
     names = ["transformer.wte.weight", "transformer.wpe.weight"]
     for i in range(num_layers):
         names += [f"transformer.h.{i}.{p}" for p in LAYER_PARAMS]
-    return names + ["transformer.ln_f.weight", "transformer.ln_f.bias", "lm_head.weight"]
+    return [*names, "transformer.ln_f.weight", "transformer.ln_f.bias", "lm_head.weight"]
 
 
 def required_parameter_names(num_layers: int) -> list[str]:
@@ -90,7 +90,7 @@ def attribute_paths(num_layers: int) -> list[str]:
         paths += [f"{b}.attn.{n}" for n in ("W_Q", "W_K", "W_V", "b_Q", "b_K", "b_V", "W_O", "b_O")]
         paths += [f"{b}.ln2.gamma", f"{b}.ln2.beta"]
         paths += [f"{b}.ffn.{n}" for n in ("W1", "b1", "W2", "b2")]
-    return paths + ["ln_f.gamma", "ln_f.beta"]
+    return [*paths, "ln_f.gamma", "ln_f.beta"]
 
 
 def attribute_shape(path: str, shape: ModelShape) -> tuple[int, ...]:

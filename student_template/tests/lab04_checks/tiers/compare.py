@@ -15,7 +15,7 @@ import numpy as np
 
 from ..common import Collected, Job, StudentCode, StudentFailure, Verdict, logits_tolerance
 from ..contract import get_path
-from ._util import bullet, dedupe, check_array, to_array
+from ._util import bullet, check_array, dedupe, to_array
 
 NAME = "compare"
 TITLE = "compare_outputs: verdict and max difference"
@@ -60,6 +60,9 @@ def collect(student: StudentCode, job: Job) -> Collected:
         array, problem = to_array(student, "the logits", logits)
         if array is not None:
             out.arrays[f"logits/{k}"] = array
+        elif problem:
+            case["forward_error"] = {"summary": f"the model's logits {problem}"}
+            continue
         try:
             result = student.call("compare_outputs", compare_outputs, model, hf_model, tokenizer, text)
         except StudentFailure as failure:

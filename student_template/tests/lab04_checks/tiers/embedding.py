@@ -9,7 +9,7 @@ import numpy as np
 
 from ..common import WEIGHTS_RTOL, Collected, Job, StudentCode, StudentFailure, Verdict
 from ..torchguard import guard_torch
-from ._util import bullet, dedupe, check_array, to_array
+from ._util import bullet, check_array, dedupe, to_array
 
 NAME = "embedding"
 TITLE = "Embeddings (token_embedding + pos_embedding after loading)"
@@ -26,8 +26,8 @@ def collect(student: StudentCode, job: Job) -> Collected:
         positions = np.arange(ids.shape[-1])
         with guard_torch(student.root) as use:
             try:
-                tok = student.call("model.token_embedding(ids)", lambda: model.token_embedding(ids))
-                pos = student.call("model.pos_embedding(positions)", lambda: model.pos_embedding(positions))
+                tok = student.call("model.token_embedding(ids)", lambda ids=ids: model.token_embedding(ids))
+                pos = student.call("model.pos_embedding(positions)", lambda p=positions: model.pos_embedding(p))
             except StudentFailure as failure:
                 out.meta["problems"][str(k)] = failure.record
                 continue
@@ -55,7 +55,9 @@ def judge(job: Job, collected: Collected, truth: Any) -> Verdict:
         ids = item.array()
         want_tok, want_pos = expected.embeddings(ids)
         tok, pos = collected.arrays.get(f"tok/{k}"), collected.arrays.get(f"pos/{k}")
-        problem = check_array(tok, "token_embedding(ids)", want_tok.shape) or check_array(pos, "pos_embedding(arange(T))", want_pos.shape)
+        problem = check_array(tok, "token_embedding(ids)", want_tok.shape) or check_array(
+            pos, "pos_embedding(arange(T))", want_pos.shape
+        )
         if problem:
             lines.append(f"On the {item.label} input, {problem}")
             continue
@@ -72,9 +74,14 @@ def judge(job: Job, collected: Collected, truth: Any) -> Verdict:
             lines.append(f"On the {item.label} input, the {' and the '.join(parts)} (max |diff| {diff:.3g})")
     torch_use = collected.meta.get("torch")
     if torch_use:
-        lines.insert(0, f"the embeddings called torch ({torch_use['first']} at {torch_use['where'] or 'an unknown place'}); use NumPy")
+        lines.insert(
+            0,
+            f"the embeddings called torch ({torch_use['first']} at {torch_use['where'] or 'an unknown place'}); use NumPy",
+        )
     if errors:
         return Verdict("error", "\n".join(dedupe(errors) + lines), max_diff=worst)
     if lines:
         return Verdict("failed", "Embeddings are wrong:\n" + bullet(lines), max_diff=worst)
-    return Verdict("passed", f"token_embedding + pos_embedding equal wte + wpe on {len(job.inputs)} inputs.", max_diff=worst)
+    return Verdict(
+        "passed", f"token_embedding + pos_embedding equal wte + wpe on {len(job.inputs)} inputs.", max_diff=worst
+    )

@@ -17,7 +17,7 @@ from ..common import Collected, Job, StudentCode, StudentFailure, Verdict, logit
 from ..diagnose import failure_hint
 from ..mistakes import DECODER_MISTAKES, STEP_WEIGHTS, UNTIED_HEAD
 from ..torchguard import guard_torch
-from ._util import bullet, dedupe, check_array, to_array
+from ._util import bullet, check_array, dedupe, to_array
 
 NAME = "logits"
 TITLE = "Full forward pass: logits at every position"
@@ -35,7 +35,7 @@ class _Spy:
         object.__setattr__(self, "_spy", (inner, name, log))
 
     def _record(self, method: Any, args: tuple, kwargs: dict) -> Any:
-        inner, name, log = object.__getattribute__(self, "_spy")
+        _, name, log = object.__getattribute__(self, "_spy")
         result = method(*args, **kwargs)
         log.setdefault(name, (args[0] if args else None, result))
         return result
@@ -136,6 +136,8 @@ def _and(items: list[str]) -> str:
 def _positions_text(per_position: np.ndarray, tol: float) -> str:
     bad = np.flatnonzero(per_position > tol)
     T = per_position.size
+    if T == 1:
+        return "its single position differs"
     if bad.size == T:
         where = f"all {T} positions differ"
     elif bad.size == 1:
@@ -145,7 +147,9 @@ def _positions_text(per_position: np.ndarray, tol: float) -> str:
     return f"{where}; the largest difference is at position {int(np.argmax(per_position))}"
 
 
-def _first_divergence(collected: Collected, trace: list[tuple[str, np.ndarray]], logits: np.ndarray) -> tuple[str, float] | None:
+def _first_divergence(
+    collected: Collected, trace: list[tuple[str, np.ndarray]], logits: np.ndarray
+) -> tuple[str, float] | None:
     """The first traced sub-step whose activations leave the oracle's, with its max difference."""
     for name, want in trace:
         got = logits if name == "head" else collected.arrays.get(f"trace/{name}")
@@ -199,6 +203,7 @@ def judge(job: Job, collected: Collected, truth: Any) -> Verdict:
     errors: list[str] = []
     lines: list[str] = []
     raised: dict[str, list[str]] = {}  # summary -> labels of the inputs it happened on
+    diagnosis: list[str] = []
     worst, worst_tol = 0.0, None
     diagnosed = False
     facts: dict[str, Any] = {}
@@ -226,16 +231,19 @@ def judge(job: Job, collected: Collected, truth: Any) -> Verdict:
             lines.append(f"on the {item.label} input, max |diff| {diff.max():.3g} > tolerance {tol:.2g}: "
                          f"{_positions_text(per_position, tol)}")  # fmt: skip
             if not diagnosed and k == job.trace_input:
-                extra, facts = _diagnose(job, collected, truth, got, tol)
-                lines += extra
+                diagnosis, facts = _diagnose(job, collected, truth, got, tol)
                 diagnosed = True
     for summary, labels in raised.items():
         errors.append(f"On the {_and(labels)} input{'s' if len(labels) > 1 else ''}: {summary}")
     second = collected.meta.get("second")
     if second:
-        errors.append(f"On the {job.checkpoints[1].label} checkpoint: {second['summary']}{failure_hint(second, job.checkpoints[1].shape)}")
+        errors.append(
+            f"On the {job.checkpoints[1].label} checkpoint: {second['summary']}{failure_hint(second, job.checkpoints[1].shape)}"
+        )
     elif "second/0" in collected.meta["problems"]:
-        errors.append(f"On the {job.checkpoints[1].label} checkpoint: {collected.meta['problems']['second/0']['summary']}")
+        errors.append(
+            f"On the {job.checkpoints[1].label} checkpoint: {collected.meta['problems']['second/0']['summary']}"
+        )
     elif len(job.checkpoints) > 1 and "second/0" in collected.arrays:
         ids = job.inputs[job.trace_input].array()
         want = truth.checkpoints[1].logits(ids)
@@ -247,6 +255,13 @@ def judge(job: Job, collected: Collected, truth: Any) -> Verdict:
             d = float(np.max(np.abs(got.astype(np.float64) - want)))
             lines.append(f"on the {job.checkpoints[1].label} checkpoint ({job.checkpoints[1].shape.describe()}), "
                          f"max |diff| {d:.3g} > tolerance {logits_tolerance(want):.2g}")  # fmt: skip
+    failed_inputs = [
+        item for item in job.inputs if any(line.startswith(f"on the {item.label} input") for line in lines)
+    ]
+    if failed_inputs and all(item.array().ndim == 2 for item in failed_inputs) and not raised:
+        diagnosis.append("single sequences match but the batched (B, T) input does not: the forward must treat "
+                         "a leading batch axis (masks and head splits over the last two axes)")  # fmt: skip
+    lines += diagnosis
     torch_use = collected.meta.get("torch")
     if torch_use:
         facts["torch"] = torch_use

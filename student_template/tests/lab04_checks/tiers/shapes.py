@@ -52,8 +52,10 @@ def collect(student: StudentCode, job: Job) -> Collected:
         out.meta["checkpoints"].append(info)
         initial: dict[str, str | None] = {}
 
-        def remember(model: Any, initial: dict[str, str | None] = initial) -> None:
-            for path, value in _read_attributes(student, model, checkpoint.shape.num_layers).items():
+        def remember(
+            model: Any, initial: dict[str, str | None] = initial, layers: int = checkpoint.shape.num_layers
+        ) -> None:
+            for path, value in _read_attributes(student, model, layers).items():
                 initial[path] = _digest(value)
 
         try:
@@ -80,7 +82,7 @@ def judge(job: Job, collected: Collected, truth: Any) -> Verdict:
     failures: list[str] = []
     worst = 0.0
     facts: dict[str, Any] = {"wrong": {}}
-    for i, (checkpoint, info) in enumerate(zip(job.checkpoints, collected.meta["checkpoints"])):
+    for i, (checkpoint, info) in enumerate(zip(job.checkpoints, collected.meta["checkpoints"], strict=True)):
         where = f"On the {checkpoint.label} checkpoint ({checkpoint.shape.describe()})"
         if "error" in info:
             failures.append(f"{where}: {info['error']['summary']}.{failure_hint(info['error'], checkpoint.shape)}")
@@ -98,7 +100,9 @@ def judge(job: Job, collected: Collected, truth: Any) -> Verdict:
             lines.insert(0, f"load_gpt2_weights returned {info.get('returned')}; it must return the model it was given")
         facts["wrong"][checkpoint.label] = [p for p, _ in findings]
         if lines:
-            sections.append(f"{where}, {len(findings)} of {len(expected.attributes)} attributes are wrong:\n{bullet(lines)}")
+            sections.append(
+                f"{where}, {len(findings)} of {len(expected.attributes)} attributes are wrong:\n{bullet(lines)}"
+            )
     if failures:
         return Verdict("error", "\n".join(failures + sections), max_diff=worst, facts=facts)
     if sections:

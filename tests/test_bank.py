@@ -1,0 +1,50 @@
+"""Every buggy submission of the bank gets exactly its verdicts, and feedback that names the mistake."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from bank import BANK, Bug
+from conftest import grade_submission, make_submission, reference_files, statuses, tier
+
+
+def materialise(bug: Bug, folder: Path) -> Path:
+    """The reference solution with the bug's edits applied."""
+    files = reference_files(with_decoder=bug.ships_decoder)
+    for name, old, new in bug.edits:
+        assert files[name].count(old) == 1, f"{bug.name}: the edit's text must occur once in {name}: {old!r}"
+        files[name] = files[name].replace(old, new)
+    return make_submission(folder / bug.name, files)
+
+
+def test_the_bank_is_large_and_distinct():
+    names = [bug.name for bug in BANK]
+    assert len(names) >= 15 and len(set(names)) == len(names)
+    assert len({tuple(sorted(bug.expect.items())) for bug in BANK}) >= 8, "the bank should exercise varied verdicts"
+
+
+@pytest.mark.parametrize("bug", BANK, ids=lambda bug: bug.name)
+def test_bank_submission_gets_its_verdicts(bug: Bug, tmp_path: Path):
+    report = grade_submission(materialise(bug, tmp_path))
+    details = "\n".join(f"[{t.name}: {t.status}] {t.detail}" for t in report.tiers)
+    assert statuses(report) == bug.expect, details
+    for name, text in bug.feedback.items():
+        assert text in tier(report, name).detail, f"{name} feedback should contain {text!r}:\n{details}"
+    recognised = tier(report, "logits").facts.get("mistakes", [])
+    for key in bug.mistakes:
+        assert key in recognised, f"the logits tier should recognise {key}: {recognised}\n{details}"
+    assert report.decoder == ("submission" if bug.ships_decoder else "reference")
+    for t in report.tiers:
+        assert t.score == (t.max_score if t.status == "passed" else 0)
+
+
+@pytest.mark.parametrize("with_decoder", [True, False], ids=["own decoder", "reference decoder"])
+def test_reference_solution_scores_full_marks(tmp_path: Path, with_decoder: bool):
+    submission = make_submission(tmp_path / "ref", reference_files(with_decoder))
+    report = grade_submission(submission)
+    assert statuses(report) == {name: "passed" for name in statuses(report)}, [t.detail for t in report.tiers]
+    assert report.score == report.max_score == 100
+    assert report.decoder == ("submission" if with_decoder else "reference")
+    logits = tier(report, "logits")
+    assert logits.max_diff is not None and logits.max_diff <= logits.tolerance
