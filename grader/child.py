@@ -188,7 +188,7 @@ def main() -> None:
         except MemoryError:
             reply.update(status="student_error", record={"function": "the grader's bookkeeping", "type": "MemoryError",
                                                          "message": "ran out of memory", "summary": "ran out of memory"})  # fmt: skip
-        except Exception:
+        except Exception:  # noqa: BLE001 - a bug of ours: report it, keep the process alive
             reply.update(status="harness_error", traceback=traceback.format_exc(limit=20))
         send(reply)
 

@@ -47,6 +47,13 @@ def _versions() -> dict[str, str]:
     }
 
 
+def _own_peak_rss() -> int:
+    """This process's high-water mark of resident memory, in bytes (Linux reports kB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def _quiet_transformers() -> None:
     """No progress bars or advisory warnings from the grader's own HuggingFace calls."""
     import transformers
@@ -73,7 +80,7 @@ def _from_reply(tier: ModuleType, reply: Reply, job: Job, truth: Truth, internal
     if reply.kind == "ok":
         try:
             verdict = tier.judge(job, reply.collected, truth)
-        except Exception:
+        except Exception:  # noqa: BLE001 - a bug of ours must not cost the student the report
             internal.append(f"{tier.NAME} judge:\n{traceback.format_exc()}")
             return "error", INTERNAL, {}
         return (
@@ -107,52 +114,50 @@ def grade(config: GradeConfig, progress: Progress | None = None) -> Report:
     """Grade ``config.submission`` and return the report (the caller writes it)."""
     started = time.monotonic()
     _quiet_transformers()
-    primary = resolve_model(config.model, config.checkpoint_dir)
-    second = resolve_model(config.second_model, config.checkpoint_dir) if config.second_model else None
-    truth_probe = Truth(Job(checkpoints=(primary.ref(),)))
-    try:
-        tokenizer = truth_probe.primary.tokenizer
-        truth_probe.primary.hf_model  # noqa: B018 - fail now, as a grader error, if the weights are unreadable
-    except Exception as exc:
-        raise GraderError(f"cannot load the checkpoint {primary.source}: {exc}") from None
-    job = build_job(primary, second, tokenizer)
-    truth = Truth(job)
-    truth.checkpoints[0] = truth_probe.primary  # already loaded
     scratch = scratch_dir()
     internal: list[str] = []
     results: list[TierResult] = []
     decoder = None
     stdout = stderr = ""
+    resources: dict[str, float] = {}
+    session = None
     try:
         prepared = prepare(config.submission, scratch / "submission")
+        if not prepared.problem:
+            session = ChildSession(prepared.work, prepared.decoder, config.limits, scratch)
+            session.start()  # the student process imports torch while we load the checkpoints below
+        primary, second, job, truth = _expectations(config)
         if prepared.problem:
             for tier in TIERS:
                 results.append(TierResult(tier.NAME, tier.TITLE, "error", 0.0, config.points[tier.NAME],
                                           f"Your submission could not be used: {prepared.problem}."))  # fmt: skip
         else:
-            session = ChildSession(prepared.work, prepared.decoder, config.limits, scratch)
             history: list[tuple[str, Reply]] = []
-            try:
-                for tier in TIERS:
-                    max_score = config.points[tier.NAME]
-                    skip = _skip_reason(tier, history)
-                    if skip:
-                        result = TierResult(tier.NAME, tier.TITLE, "skipped", 0.0, max_score, f"Skipped: {skip}.")
-                    else:
-                        reply = session.run(tier.NAME, job.to_json())
-                        history.append((tier.NAME, reply))
-                        decoder = decoder or reply.decoder
-                        status, detail, extras = _from_reply(tier, reply, job, truth, internal)
-                        score = max_score if status == "passed" else 0.0
-                        result = TierResult(tier.NAME, tier.TITLE, status, score, max_score,
-                                            _rename_cells(detail, prepared), reply.seconds, **extras)  # fmt: skip
-                    results.append(result)
-                    if progress:
-                        progress(result)
-            finally:
-                session.close()
-                stdout, stderr = session.output()
+            for tier in TIERS:
+                max_score = config.points[tier.NAME]
+                skip = _skip_reason(tier, history)
+                if skip:
+                    result = TierResult(tier.NAME, tier.TITLE, "skipped", 0.0, max_score, f"Skipped: {skip}.")
+                else:
+                    reply = session.run(tier.NAME, job.to_json())
+                    history.append((tier.NAME, reply))
+                    decoder = decoder or reply.decoder
+                    status, detail, extras = _from_reply(tier, reply, job, truth, internal)
+                    score = max_score if status == "passed" else 0.0
+                    result = TierResult(tier.NAME, tier.TITLE, status, score, max_score,
+                                        _rename_cells(detail, prepared), reply.seconds, **extras)  # fmt: skip
+                results.append(result)
+                if progress:
+                    progress(result)
     finally:
+        if session is not None:
+            session.close()
+            stdout, stderr = session.output()
+            resources = {
+                "student_startup_seconds": round(session.startup_seconds, 3),
+                "student_processes_started": session.starts,
+                "student_peak_rss_mb": round(session.peak_rss_bytes / 2**20, 1),
+            }
         if not config.keep_workdir:
             shutil.rmtree(scratch, ignore_errors=True)
     submission = {"path": str(config.submission), "kind": prepared.kind, "files": prepared.files,
@@ -177,4 +182,21 @@ def grade(config: GradeConfig, progress: Progress | None = None) -> Report:
         student_stdout=stdout,
         student_stderr=stderr,
         internal_errors=internal,
+        resources={**resources, "grader_peak_rss_mb": round(_own_peak_rss() / 2**20, 1)},
     )
+
+
+def _expectations(config: GradeConfig) -> tuple[ModelSource, ModelSource | None, Job, Truth]:
+    """Resolve the checkpoints and prepare the trusted side; GraderError when a model is unusable."""
+    primary = resolve_model(config.model, config.checkpoint_dir)
+    second = resolve_model(config.second_model, config.checkpoint_dir) if config.second_model else None
+    truth_probe = Truth(Job(checkpoints=(primary.ref(),)))
+    try:
+        tokenizer = truth_probe.primary.tokenizer
+        truth_probe.primary.hf_model  # noqa: B018 - fail now, as a grader error, if the weights are unreadable
+    except Exception as exc:  # noqa: BLE001
+        raise GraderError(f"cannot load the checkpoint {primary.source}: {exc}") from None
+    job = build_job(primary, second, tokenizer)
+    truth = Truth(job)
+    truth.checkpoints[0] = truth_probe.primary  # already loaded
+    return primary, second, job, truth

@@ -58,7 +58,7 @@ def _shape(folder: Path, what: str) -> ModelShape:
 
     try:
         config = GPT2Config.from_pretrained(str(folder))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - transformers raises OSError, ValueError, JSON errors...
         raise GraderError(f"cannot read the model config of {what}: {exc}") from None
     if getattr(config, "model_type", None) != "gpt2":
         raise GraderError(f"{what} is a {config.model_type!r} model, not GPT-2")
@@ -100,7 +100,7 @@ def _from_hub(name: str) -> ModelSource:
             name,
             allow_patterns=["config.json", "model.safetensors", "vocab.json", "merges.txt", "tokenizer*.json"],
         ))  # fmt: skip
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - offline, unknown repo, network: all mean "cannot use it"
         raise GraderError(
             f"cannot load the model {name!r}: it is not a built-in checkpoint ({', '.join(BUILTIN)}), not a "
             f"directory, and the HuggingFace hub or its cache does not have it ({type(exc).__name__})"

@@ -79,6 +79,7 @@ class Report:
     student_stdout: str = ""
     student_stderr: str = ""
     internal_errors: list[str] = field(default_factory=list)
+    resources: dict[str, Any] = field(default_factory=dict)
 
     @property
     def score(self) -> float:
@@ -134,6 +135,7 @@ class Report:
                 "tolerances": self.tolerances,
                 "versions": self.versions,
                 "limits": self.limits,
+                "resources": self.resources,
                 "student_output": {"stdout": self.student_stdout, "stderr": self.student_stderr},
                 "internal_errors": self.internal_errors,
             },

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +59,9 @@ class _Child:
     process: subprocess.Popen
     control: int
     reply: int
+    spawned: float = 0.0
+    ready: bool = False
     buffer: bytes = b""
-    events: list[dict[str, Any]] = field(default_factory=list)
 
 
 def child_environment(home: Path, threads: int) -> dict[str, str]:
@@ -116,10 +117,17 @@ class ChildSession:
         self._child: _Child | None = None
         self._next_id = 0
         self.starts = 0
+        self.startup_seconds = 0.0  # spent starting children (imports), outside any tier's time
+        self.peak_rss_bytes = 0  # the largest resident set any child reached
 
     # ---------------------------------------------------------------- process life
 
-    def _start(self) -> _Child:
+    def start(self) -> None:
+        """Spawn a child now, without waiting: its imports overlap with the caller's own work."""
+        if self._child is None:
+            self._child = self._spawn()
+
+    def _spawn(self) -> _Child:
         control_r, control_w = os.pipe()
         reply_r, reply_w = os.pipe()
         # A backstop behind the wall-clock time-outs: CPU seconds for every tier on every thread.
@@ -146,14 +154,34 @@ class ChildSession:
         os.close(control_r)
         os.close(reply_w)
         self.starts += 1
-        child = _Child(process, control_w, reply_r)
-        event = self._read_event(child, time.monotonic() + self.limits.startup_timeout)
-        if event is None or event.get("event") != "ready":
-            self._kill(child)
-            raise RuntimeError("the student process did not start: " + self._tail(self.stderr_path, 2000))
+        return _Child(process, control_w, reply_r, spawned=time.monotonic())
+
+    def _ready(self) -> _Child:
+        """The running child, started and past its imports; a new one if the last was killed."""
+        self.start()
+        child = self._child
+        if not child.ready:
+            event = self._read_event(child, child.spawned + self.limits.startup_timeout)
+            if event is None or event.get("event") != "ready":
+                self._kill(child)
+                self._child = None
+                raise RuntimeError("the student process did not start: " + self._tail(self.stderr_path, 2000))
+            child.ready = True
+            self.startup_seconds += time.monotonic() - child.spawned
         return child
 
+    def _note_peak(self, child: _Child) -> None:
+        """Read the child's high-water mark of resident memory while it still exists."""
+        try:
+            status = Path(f"/proc/{child.process.pid}/status").read_text()
+        except OSError:
+            return
+        match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
+        if match:
+            self.peak_rss_bytes = max(self.peak_rss_bytes, int(match.group(1)) * 1024)
+
     def _kill(self, child: _Child) -> None:
+        self._note_peak(child)
         try:
             os.killpg(child.process.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
@@ -168,6 +196,7 @@ class ChildSession:
     def close(self) -> None:
         """Stop the child, if one runs."""
         if self._child is not None:
+            self._note_peak(self._child)
             try:
                 os.write(self._child.control, b'{"tier": "exit"}\n')
                 self._child.process.wait(timeout=5)
@@ -199,10 +228,8 @@ class ChildSession:
 
     def run(self, tier: str, job: dict[str, Any]) -> Reply:
         """Ask the child to collect ``tier`` for ``job``; never raises for anything the student does."""
+        child = self._ready()
         started = time.monotonic()
-        if self._child is None:
-            self._child = self._start()
-        child = self._child
         self._next_id += 1
         request_id = self._next_id
         os.write(child.control, (json.dumps({"id": request_id, "tier": tier, "job": job}) + "\n").encode())
@@ -219,6 +246,7 @@ class ChildSession:
             elif kind == "exit-called":
                 exit_call = event
             elif kind == "done" and event.get("id") == request_id:
+                self._note_peak(child)
                 reply = self._finished(event, request_id)
                 break
             elif kind in ("eof", "garbage"):

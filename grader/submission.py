@@ -174,7 +174,7 @@ def notebook_cells(path: Path) -> list[tuple[int, str]]:
 def _prepare_notebook(path: Path, work: Path) -> Prepared:
     try:
         cells = notebook_cells(path)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - nbformat raises many kinds for a broken file
         return Prepared(work, "notebook", "reference", problem=f"{path.name} is not a readable notebook ({exc})")
     cell_files: dict[str, str] = {}
     loader = [

@@ -205,7 +205,7 @@ def call_student(root: Path, label: str, fn: Callable[..., Any], *args: Any, **k
     __tracebackhide__ = True  # pytest: show students their frames, not ours
     try:
         return fn(*args, **kwargs)
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001 - student code may raise anything, even SystemExit
         raise StudentFailure(describe_exception(exc, label, root), exc) from None
 
 
@@ -298,7 +298,7 @@ def _import(name: str, root: Path) -> ModuleType:
         return sys.modules[name]
     try:
         return importlib.import_module(name)
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001 - a submission's import may raise anything
         record = describe_exception(exc, f"importing {name}.py", root)
         if isinstance(exc, ModuleNotFoundError) and record.get("file") is None:
             record["message"] = f"no module named {exc.name!r}"
