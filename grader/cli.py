@@ -42,7 +42,15 @@ def main() -> None:
       grade checkpoints build                 build the offline checkpoints
       grade template build                    regenerate student_template/ from reference/
 
-    Run `grade run --help` for the grading options.
+    \b
+    Main grading options (all of them: `grade run --help`):
+      --out PATH            the Gradescope results.json to write [results.json]
+      --model NAME_OR_DIR   tiny (default), wide, small, a local checkpoint folder, or a hub name
+      --timeout SECONDS     wall clock per tier in the student process [60]
+      --memory-mb MB        memory limit of the student process [6144]
+
+    Exit codes: 0 when a report was written (however the submission did), 1 when the grader
+    itself cannot work (unreadable model, unwritable --out), 2 for bad usage.
     """
 
 

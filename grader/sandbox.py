@@ -195,6 +195,9 @@ class ChildSession:
 
     def close(self) -> None:
         """Stop the child, if one runs."""
+        if self._child is not None and not self._child.ready:
+            self._kill(self._child)  # still importing: nothing to wait for
+            self._child = None
         if self._child is not None:
             self._note_peak(self._child)
             try:

@@ -8,9 +8,12 @@ with ``problem`` set, and every tier reports it.
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import shutil
 import stat
+import tokenize
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -25,6 +28,8 @@ NOTEBOOK_MAIN = "pretrained.py"
 REFERENCE_DECODER = Path(__file__).resolve().parent.parent / "reference" / "decoder.py"
 # Cell magics whose body is still Python: keep the body, drop the magic line.
 PYTHON_CELL_MAGICS = ("%%time", "%%timeit", "%%capture")
+# IPython-only lines: `%magic`, `!shell`, and their assignment forms `x = !ls`, `t = %timeit f()`.
+_IPYTHON_LINE = re.compile(r"^\s*(?:[\w.,\s()\[\]]+=\s*)?[%!]")
 
 
 @dataclass
@@ -86,8 +91,8 @@ def safe_extract(archive: Path, dest: Path) -> str | None:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with zf.open(member) as src, target.open("wb") as out:
                     shutil.copyfileobj(src, out, length=1 << 20)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as exc:
-        return f"the zip cannot be read ({exc})"
+    except Exception as exc:  # noqa: BLE001 - corrupt streams raise zlib.error, RuntimeError, NotImplementedError...
+        return f"the zip cannot be read ({type(exc).__name__}: {exc})"
     return None
 
 
@@ -95,13 +100,27 @@ def _skip(path: Path) -> bool:
     return any(part.startswith(".") or part in ("__pycache__", "__MACOSX") for part in path.parts)
 
 
+def _real_file(path: Path) -> bool:
+    return path.is_file() and not path.is_symlink()
+
+
+def _linked(path: Path, root: Path) -> bool:
+    """True when a folder between ``root`` and ``path`` is a symbolic link (links are never followed)."""
+    folder = path.parent
+    while folder != root:
+        if folder.is_symlink():
+            return True
+        folder = folder.parent
+    return False
+
+
 def find_code_folder(root: Path) -> Path | None:
     """The folder holding pretrained.py: the root, src/, or the shallowest one below."""
     for candidate in (root, root / "src"):
-        if (candidate / "pretrained.py").is_file():
+        if not candidate.is_symlink() and _real_file(candidate / "pretrained.py"):
             return candidate
     found = sorted(
-        (p for p in root.rglob("pretrained.py") if not _skip(p.relative_to(root)) and not p.is_symlink()),
+        (p for p in root.rglob("pretrained.py") if not _skip(p.relative_to(root)) and _real_file(p) and not _linked(p, root)),
         key=lambda p: (len(p.parts), str(p)),
     )
     return found[0].parent if found else None
@@ -152,23 +171,37 @@ def _prepare_directory(root: Path, work: Path, only: list[str] | None = None) ->
 
 
 def notebook_cells(path: Path) -> list[tuple[int, str]]:
-    """The Python source of each code cell (1-based index), without magics and shell lines."""
+    """The Python source of each code cell (its 1-based position among all cells), without magics and shell lines."""
     nb = nbformat.read(str(path), as_version=4)
     cells = []
-    number = 0
-    for cell in nb.cells:
+    for number, cell in enumerate(nb.cells, start=1):  # counted as Jupyter shows them, markdown included
         if cell.cell_type != "code":
             continue
-        number += 1
         lines = cell.source.splitlines()
         if lines and lines[0].lstrip().startswith("%%"):
             if lines[0].split()[0] not in PYTHON_CELL_MAGICS:
                 continue  # %%bash, %%writefile ...: not Python, never run
             lines[0] = ""
         # Keep line numbers stable: a dropped line becomes a blank one.
-        kept = ["" if line.lstrip().startswith(("%", "!")) else line for line in lines]
+        kept: list[str] = []
+        for line in lines:
+            # Only at the start of a logical line: `   % x)` continuing an expression is Python.
+            ipython = _IPYTHON_LINE.match(line) and not _continues("\n".join(kept))
+            kept.append("" if ipython else line)
         cells.append((number, "\n".join(kept) + "\n"))
     return cells
+
+
+def _continues(source: str) -> bool:
+    """True when ``source`` ends inside a bracket, a backslash continuation or a triple-quoted string."""
+    try:
+        for _ in tokenize.generate_tokens(io.StringIO(source + "\n").readline):
+            pass
+    except tokenize.TokenError:
+        return True
+    except (SyntaxError, IndentationError):
+        return False
+    return False
 
 
 def _prepare_notebook(path: Path, work: Path) -> Prepared:

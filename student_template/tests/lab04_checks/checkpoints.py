@@ -23,6 +23,7 @@ import numpy as np
 RECIPE_VERSION = 1
 MARKER = "lab04-checkpoint.json"
 WEIGHTS_FILE = "model.safetensors"
+OTHER_FILES = ("config.json", "vocab.json", "merges.txt", "tokenizer_config.json")
 GPT2_VOCAB_SIZE = 50257
 
 
@@ -144,11 +145,12 @@ def is_built(spec: CheckpointSpec, directory: Path) -> bool:
         marker = json.loads((directory / MARKER).read_text())
     except (OSError, ValueError):
         return False
-    return (
-        marker.get("spec") == asdict(spec)
-        and marker.get("recipe") == RECIPE_VERSION
-        and (directory / WEIGHTS_FILE).is_file()
-    )
+    if marker.get("spec") != asdict(spec) or marker.get("recipe") != RECIPE_VERSION:
+        return False
+    if not all((directory / name).is_file() for name in (WEIGHTS_FILE, *OTHER_FILES)):
+        return False
+    # Hashing costs about a second for 124M parameters; a truncated file must never pass for a build.
+    return marker.get("weights_sha256") == _sha256(directory / WEIGHTS_FILE)
 
 
 def ensure_checkpoint(spec: CheckpointSpec, root: Path | None = None) -> Path:
