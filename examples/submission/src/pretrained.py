@@ -65,7 +65,7 @@ def load_gpt2_weights(your_model, model_name="gpt2"):
         values = transform(state[name].detach().numpy())
         if isinstance(target, str):
             target, values = (target,), (values,)
-        for path, value in zip(target, values):
+        for path, value in zip(target, values, strict=True):
             set_attribute(your_model, path, np.ascontiguousarray(value, dtype=np.float32))
     return your_model
 
