@@ -120,7 +120,11 @@ def find_code_folder(root: Path) -> Path | None:
         if not candidate.is_symlink() and _real_file(candidate / "pretrained.py"):
             return candidate
     found = sorted(
-        (p for p in root.rglob("pretrained.py") if not _skip(p.relative_to(root)) and _real_file(p) and not _linked(p, root)),
+        (
+            p
+            for p in root.rglob("pretrained.py")
+            if not _skip(p.relative_to(root)) and _real_file(p) and not _linked(p, root)
+        ),
         key=lambda p: (len(p.parts), str(p)),
     )
     return found[0].parent if found else None
