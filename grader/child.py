@@ -78,7 +78,7 @@ def main() -> None:
 
     transformers.utils.logging.disable_progress_bar()
     from grader.lab import common
-    from grader.lab.common import Collected, Job, StudentFailure, import_student
+    from grader.lab.common import Collected, Job, StudentFailure, hf_assets, import_student
     from grader.lab.tiers import BY_NAME
 
     # The grader's and the reference solution's modules are not for submissions: hide the ones
@@ -165,6 +165,8 @@ def main() -> None:
         reply: dict = {"event": "done", "id": request["id"]}
         try:
             if student is None and import_failure is None:
+                for checkpoint in request["job"]["checkpoints"][:1]:
+                    hf_assets(checkpoint["path"])  # before any student code can patch what loading uses
                 send({"event": "calling", "function": "importing pretrained.py"})
                 try:
                     student = import_student(work, decoder_origin=args.decoder)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import select
 import shutil
 import signal
@@ -64,9 +65,13 @@ class _Child:
     buffer: bytes = b""
 
 
-def child_environment(home: Path, threads: int) -> dict[str, str]:
+RUN_TOKEN_VAR = "LAB04_GRADING_RUN"
+
+
+def child_environment(home: Path, threads: int, token: str = "") -> dict[str, str]:
     """A scrubbed environment: no credentials, no hub, a private home."""
     env = {
+        RUN_TOKEN_VAR: token,  # inherited by anything the student starts, so it can be found and killed
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "HOME": str(home),
         "TMPDIR": str(home),
@@ -117,6 +122,7 @@ class ChildSession:
         self._child: _Child | None = None
         self._next_id = 0
         self.starts = 0
+        self.token = secrets.token_hex(16)
         self.startup_seconds = 0.0  # spent starting children (imports), outside any tier's time
         self.peak_rss_bytes = 0  # the largest resident set any child reached
 
@@ -144,7 +150,7 @@ class ChildSession:
             process = subprocess.Popen(
                 command,
                 cwd=self.work,
-                env=child_environment(self.home, self.limits.threads),
+                env=child_environment(self.home, self.limits.threads, self.token),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
@@ -193,8 +199,24 @@ class ChildSession:
             except OSError:
                 pass
 
+    def _kill_stragglers(self) -> None:
+        """Kill processes the student started in a session of their own: they carry our token."""
+        marker = f"{RUN_TOKEN_VAR}={self.token}".encode()
+        for proc in Path("/proc").glob("[0-9]*"):
+            try:
+                if marker in (proc / "environ").read_bytes().split(b"\0"):
+                    os.kill(int(proc.name), signal.SIGKILL)
+            except (OSError, ValueError):
+                continue
+
     def close(self) -> None:
-        """Stop the child, if one runs."""
+        """Stop the child, if one runs, and anything it left behind."""
+        try:
+            self._close_child()
+        finally:
+            self._kill_stragglers()
+
+    def _close_child(self) -> None:
         if self._child is not None and not self._child.ready:
             self._kill(self._child)  # still importing: nothing to wait for
             self._child = None
@@ -225,9 +247,10 @@ class ChildSession:
             child.buffer += chunk
         line, child.buffer = child.buffer.split(b"\n", 1)
         try:
-            return json.loads(line)
+            event = json.loads(line)
         except ValueError:
             return {"event": "garbage"}
+        return event if isinstance(event, dict) else {"event": "garbage"}
 
     def run(self, tier: str, job: dict[str, Any]) -> Reply:
         """Ask the child to collect ``tier`` for ``job``; never raises for anything the student does."""
@@ -235,7 +258,12 @@ class ChildSession:
         started = time.monotonic()
         self._next_id += 1
         request_id = self._next_id
-        os.write(child.control, (json.dumps({"id": request_id, "tier": tier, "job": job}) + "\n").encode())
+        try:
+            os.write(child.control, (json.dumps({"id": request_id, "tier": tier, "job": job}) + "\n").encode())
+        except OSError:  # the child died between requests (a student thread may have ended it)
+            reply = self._crashed(child, None, None)
+            reply.seconds = time.monotonic() - started
+            return reply
         deadline = time.monotonic() + self.limits.timeout
         function, exit_call = None, None
         while True:
@@ -245,7 +273,7 @@ class ChildSession:
                 break
             kind = event.get("event")
             if kind == "calling":
-                function = event.get("function")
+                function = str(event.get("function"))[:200]
             elif kind == "exit-called":
                 exit_call = event
             elif kind == "done" and event.get("id") == request_id:
@@ -260,24 +288,28 @@ class ChildSession:
 
     def _finished(self, event: dict[str, Any], request_id: int) -> Reply:
         status = event.get("status")
-        decoder = event.get("decoder")
+        decoder = event.get("decoder") if event.get("decoder") in ("submission", "reference") else None
         if status == "ok":
             return Reply("ok", collected=self._load_arrays(event, request_id), decoder=decoder)
         if status == "student_error":
-            return Reply("student_error", record=event.get("record"), decoder=decoder)
-        return Reply("harness_error", detail=event.get("traceback", ""), decoder=decoder)
+            record = event.get("record")
+            if not isinstance(record, dict) or not isinstance(record.get("summary"), str):
+                record = {"summary": "your code failed in a way the grader could not read", "type": "unknown"}
+            return Reply("student_error", record=record, decoder=decoder)
+        return Reply("harness_error", detail=str(event.get("traceback", "")), decoder=decoder)
 
     def _load_arrays(self, event: dict[str, Any], request_id: int) -> Collected:
         """Read the arrays with ``allow_pickle=False`` and check them against the manifest."""
         folder = self.results / str(request_id)
         arrays: dict[str, np.ndarray] = {}
-        for name, entry in (event.get("arrays") or {}).items():
-            path = folder / Path(entry["file"]).name
+        manifest = event.get("arrays")
+        for name, entry in manifest.items() if isinstance(manifest, dict) else []:
             try:
+                path = folder / Path(entry["file"]).name
                 array = np.load(path, allow_pickle=False)
-            except (OSError, ValueError):
+            except (OSError, ValueError, KeyError, TypeError):
                 continue  # unreadable data counts as missing; the tier then says what is missing
-            if array.dtype.str == entry["dtype"] and list(array.shape) == entry["shape"]:
+            if array.dtype.str == entry.get("dtype") and list(array.shape) == entry.get("shape"):
                 arrays[name] = array
         shutil.rmtree(folder, ignore_errors=True)
         meta = event.get("meta") if isinstance(event.get("meta"), dict) else {}

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..common import Collected, Job, StudentCode, StudentFailure, Verdict, logits_tolerance
+from ..common import Collected, Job, StudentCode, StudentFailure, Verdict, hf_assets, logits_tolerance
 from ..contract import get_path
 from ._util import bullet, check_array, dedupe, to_array
 
@@ -26,21 +26,20 @@ GREY_ZONE = 10.0  # between tolerance and 10x tolerance, either verdict is accep
 AGREE_RTOL = 1e-3
 
 
+_default_rng = np.random.default_rng  # taken at import, before any student code can patch np.random
+
+
 def _corrupt(model: Any, seed: int) -> None:
     """Perturb the position-0 embedding: the largest change lands on the first position, not the last."""
     weight = get_path(model, "pos_embedding.weight")
-    weight[0] += np.random.default_rng(seed).normal(0.0, 2.0, weight.shape[-1]).astype(weight.dtype)
+    weight[0] += _default_rng(seed).normal(0.0, 2.0, weight.shape[-1]).astype(weight.dtype)
 
 
 def collect(student: StudentCode, job: Job) -> Collected:
     """Call compare_outputs on harness-built matching and corrupted models; keep their logits."""
-    from transformers import GPT2LMHeadModel, GPT2Tokenizer
-
     compare_outputs = student.function("compare_outputs")
     checkpoint = job.checkpoints[0]
-    hf_model = GPT2LMHeadModel.from_pretrained(checkpoint.path).eval()
-    tokenizer = GPT2Tokenizer.from_pretrained(checkpoint.path)
-    state = {k: v.detach().cpu().numpy() for k, v in hf_model.state_dict().items()}
+    hf_model, tokenizer, state = hf_assets(checkpoint.path)
     out = Collected(meta={"cases": []})
     cases = [(text, False) for text in job.texts] + [(job.texts[-1], True)]
     for k, (text, corrupted) in enumerate(cases):
@@ -127,6 +126,10 @@ def judge(job: Job, collected: Collected, truth: Any) -> Verdict:
         diff = got.astype(np.float64) - want
         true = float(np.max(np.abs(diff)))
         tol = logits_tolerance(want)
+        if case["corrupted"] and true <= GREY_ZONE * tol:
+            errors.append(f"{head}: the corrupted model's logits still match HuggingFace's (max |diff| {true:.3g}), so "
+                          "compare_outputs could not be checked; does your GPTModel read pos_embedding.weight?")  # fmt: skip
+            continue
         worst = max(worst, abs(case["max_diff"] - true))
         said = f"compare_outputs returned ({case['match']}, {case['max_diff']:.3g})"
         if not abs(case["max_diff"] - true) <= AGREE_RTOL * true + tol:

@@ -23,7 +23,7 @@ import numpy as np
 RECIPE_VERSION = 1
 MARKER = "lab04-checkpoint.json"
 WEIGHTS_FILE = "model.safetensors"
-OTHER_FILES = ("config.json", "vocab.json", "merges.txt", "tokenizer_config.json")
+OTHER_FILES = ("config.json", "vocab.json", "merges.txt", "tokenizer_config.json", "tokenizer.json")
 GPT2_VOCAB_SIZE = 50257
 
 

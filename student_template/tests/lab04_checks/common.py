@@ -122,6 +122,24 @@ class Verdict:
     facts: dict[str, Any] = field(default_factory=dict)
 
 
+_HF_ASSETS: dict[str, tuple[Any, Any, dict[str, np.ndarray]]] = {}
+
+
+def hf_assets(path: str) -> tuple[Any, Any, dict[str, np.ndarray]]:
+    """HuggingFace's model, tokenizer and NumPy state dict for a checkpoint, loaded once per process.
+
+    The student process loads them before it imports the submission, so that student code
+    patching json, numpy or transformers cannot break the harness's own loading.
+    """
+    if path not in _HF_ASSETS:
+        from transformers import GPT2LMHeadModel, GPT2Tokenizer
+
+        model = GPT2LMHeadModel.from_pretrained(path).eval()
+        state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+        _HF_ASSETS[path] = (model, GPT2Tokenizer.from_pretrained(path), state)
+    return _HF_ASSETS[path]
+
+
 # ---------------------------------------------------------------- student calls
 
 
