@@ -16,7 +16,7 @@ import numpy as np
 
 from .contract import ModelShape, expected_attributes, get_path, set_path
 
-# Float32 noise is about 1e-6 of the largest logit and the smallest classic
+# Float32 noise is 1e-6 to 2e-6 of the largest logit and the smallest classic
 # mistake (exact-erf GELU) about 2e-4 of it; the tolerance sits between them.
 LOGITS_RTOL = 1e-5
 # Loading copies numbers, it does not compute them: weights must match exactly
