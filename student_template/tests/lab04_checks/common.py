@@ -23,8 +23,6 @@ LOGITS_RTOL = 1e-5
 # up to float32 rounding of the source.
 WEIGHTS_RTOL = 1e-6
 
-STATUSES = ("passed", "failed", "error", "timeout", "skipped")
-
 
 def logits_tolerance(reference_logits: np.ndarray) -> float:
     """The largest max-abs logit difference that counts as a match: 1e-5 of the largest logit."""

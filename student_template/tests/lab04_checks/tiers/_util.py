@@ -52,10 +52,6 @@ def check_array(value: Any, name: str, shape: tuple[int, ...] | None = None) -> 
     return None
 
 
-def failure_status(failures: list[dict[str, Any]]) -> str:
-    return "error" if failures else "failed"
-
-
 def dedupe(lines: list[str]) -> list[str]:
     """Drop repeated lines, noting how often each came up."""
     counts: dict[str, int] = {}
