@@ -1,15 +1,19 @@
 """The student process: imports a submission and runs tiers' ``collect`` on request.
 
-Started by ``grader.sandbox`` as ``python -I -m grader.child ...``. It applies its
+Started by ``grader.sandbox`` as ``python -I -m grader.child ...``. The process that
+starts is a trusted launcher (``grader.jail``): it enters new namespaces, forks the
+student process and relays its output, capped. The student process applies its
 own resource limits before anything else, imports its dependencies before the
 student's code (so a student file named ``numpy.py`` or ``json.py`` cannot
 shadow them), and keeps private references to everything it uses to send
 results, so that student code patching ``json``, ``numpy`` or ``os`` cannot
-change what reaches the grader. It sends raw arrays only: every verdict is
-made by the parent.
+change what reaches the grader. Then it hides the grader's files and drops to an
+unprivileged user, and only then imports the submission. It sends raw arrays
+only: every verdict is made by the parent.
 
 Protocol: one JSON request per line on the control pipe; JSON event lines on
-the reply pipe (``ready``, ``calling``, ``exit-called``, ``done``); arrays as
+the reply pipe (``launched`` from the launcher; ``ready``, ``calling``, ``exit-called``,
+``done``); arrays as
 ``.npy`` files in a per-request folder.
 """
 
@@ -55,11 +59,65 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--memory-bytes", type=int, default=-1)
     parser.add_argument("--cpu-seconds", type=int, default=0)
     parser.add_argument("--file-bytes", type=int, default=-1)
+    parser.add_argument("--processes", type=int, default=0, help="RLIMIT_NPROC once the user is dropped")
+    parser.add_argument("--stdout-file", required=True)
+    parser.add_argument("--stderr-file", required=True)
+    parser.add_argument("--output-bytes", type=int, default=1 << 20, help="stdout and stderr kept, each")
+    parser.add_argument("--isolate", action="store_true", help="namespaces, hidden paths, another user")
+    parser.add_argument("--uid", type=int, default=-1, help="the user to run student code as (root only)")
+    parser.add_argument("--hide", action="append", default=[], help="a path student code must not see")
+    parser.add_argument("--keep", action="append", default=[], help="a path student code needs")
     return parser.parse_args()
+
+
+def _launch(args: argparse.Namespace):
+    """Enter the namespaces, fork the student process and, in this trusted launcher, relay its
+    output until it ends, then exit as it did. Returns (in the student process only)."""
+    import json
+    import os
+    import select
+    import signal
+
+    from grader import jail
+
+    isolation = jail.Isolation()
+    if args.isolate:
+        jail.enter_namespaces(isolation)
+    else:
+        isolation.unavailable.append("isolation switched off (--no-isolation)")
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    life_r, life_w = os.pipe()  # end of file on it means the launcher is gone
+    pid = os.fork()
+    if pid:
+        for fd in (out_w, err_w, life_r, args.control_fd):
+            os.close(fd)
+        # Tell the parent which process to watch, then let go of the reply pipe: its end of
+        # file must mean that the student process is gone.
+        os.write(args.reply_fd, (json.dumps({"event": "launched", "pid": pid}) + "\n").encode())
+        os.close(args.reply_fd)
+        for sig in (signal.SIGUSR1, signal.SIGINT, signal.SIGPIPE):
+            signal.signal(sig, signal.SIG_IGN)
+        status = jail.relay_output(pid, [(out_r, args.stdout_file), (err_r, args.stderr_file)], args.output_bytes)
+        jail.exit_like(status)
+    os.close(out_r)
+    os.close(err_r)
+    os.close(life_w)
+    jail.die_with_parent()
+    if select.select([life_r], [], [], 0)[0]:  # the launcher died before we asked to die with it
+        os._exit(1)
+    os.close(life_r)
+    os.dup2(out_w, 1)
+    os.dup2(err_w, 2)
+    os.close(out_w)
+    os.close(err_w)
+    jail.mount_private_proc(isolation)
+    return isolation
 
 
 def main() -> None:
     args = _parse()
+    isolation = _launch(args)
     _apply_limits(args.memory_bytes, args.cpu_seconds, args.file_bytes)
 
     import faulthandler
@@ -68,6 +126,7 @@ def main() -> None:
     import signal
     import traceback
     from pathlib import Path
+    from secrets import token_hex
 
     import numpy as np
 
@@ -77,6 +136,7 @@ def main() -> None:
     from transformers import GPT2LMHeadModel, GPT2Tokenizer  # noqa: F401
 
     transformers.utils.logging.disable_progress_bar()
+    from grader import jail
     from grader.lab import common
     from grader.lab.common import Collected, Job, StudentFailure, hf_assets, import_student
     from grader.lab.tiers import BY_NAME
@@ -148,10 +208,27 @@ def main() -> None:
             os_close(fd)
         return {"file": path.name, "dtype": plain.dtype.str, "shape": list(plain.shape)}
 
+    # Everything trusted is imported and referenced: from here on, only what a stranger may see.
+    keep = [Path(p) for p in args.keep] + [Path(sys.prefix), Path(sys.base_prefix)]
+    keep += [Path(p) for p in sys.path if p and Path(p).is_dir()]
+    try:
+        jail.hide_paths(isolation, [Path(p) for p in args.hide], keep)
+    except OSError as exc:
+        isolation.unavailable.append(f"hidden files: {exc}")
+    if args.uid >= 0 and os.geteuid() == 0:
+        if args.processes > 0:  # counts the new user's processes and threads; root is exempt
+            resource.setrlimit(resource.RLIMIT_NPROC, (args.processes, args.processes))
+        jail.drop_privileges(isolation, args.uid)
+    else:
+        jail.drop_privileges(isolation, -1)  # no new privileges, at least
+        isolation.unavailable.append(
+            "process limit: needs a user of its own (root), so only the wall clock bounds forks"
+        )
+
     student = None
     import_failure = None
     buffer = b""
-    send({"event": "ready"})
+    send({"event": "ready", "isolation": isolation.to_json()})
     while True:
         while b"\n" not in buffer:
             chunk = os_read(args.control_fd, 1 << 16)
@@ -177,14 +254,14 @@ def main() -> None:
                 raise import_failure
             tier = BY_NAME[request["tier"]]
             collected: Collected = tier.collect(student, Job.from_json(request["job"]))
-            folder = results / str(request["id"])
-            folder.mkdir()
+            folder = results / f"{request['id']}-{token_hex(8)}"  # a name student code cannot prepare
+            folder.mkdir(mode=0o700)
             manifest = {}
             for n, (name, array) in enumerate(collected.arrays.items()):
                 if array.dtype.kind not in "biufc":
                     continue  # objects, strings, dates: not data the checks can use
                 manifest[name] = write_npy(folder / f"{n}.npy", array)
-            reply.update(status="ok", arrays=manifest, meta=collected.meta)
+            reply.update(status="ok", folder=folder.name, arrays=manifest, meta=collected.meta)
         except StudentFailure as failure:
             reply.update(status="student_error", record=failure.record)
         except MemoryError:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import platform
+import re
 import shutil
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
 from types import ModuleType
 
 import numpy as np
@@ -15,6 +19,7 @@ from . import __version__
 from .config import GradeConfig
 from .errors import GraderError
 from .inputs import build_job
+from .lab.checkpoints import default_root
 from .lab.common import LOGITS_RTOL, WEIGHTS_RTOL, Job
 from .lab.diagnose import failure_hint
 from .lab.tiers import TIERS
@@ -103,6 +108,30 @@ def _from_reply(tier: ModuleType, reply: Reply, job: Job, truth: Truth, internal
     return "error", INTERNAL, {}
 
 
+def diagnosis(results: list[TierResult]) -> list[dict[str, str]]:
+    """The classic mistakes recognised in a submission, for the class summary: key, label, tier."""
+    from .lab.mistakes import DECODER_MISTAKES
+
+    advice = {m.key: m.advice for m in DECODER_MISTAKES}
+    found: dict[str, dict[str, str]] = {}
+    for result in results:
+        if result.name == "shapes":
+            findings = next(iter(result.facts.get("findings", {}).values()), [])  # the primary checkpoint
+            for path, why in findings:
+                where = re.sub(r"^blocks\.\d+\.", "", path)  # the same mistake in every layer counts once
+                what = re.split(r"[;(:]", re.sub(r"(?<![\w.])-?\d+(\.\d+)?(e-?\d+)?", "N", why))[0].strip()
+                label = f"{where} {what}"
+                found.setdefault(label, {"key": label, "label": label, "tier": "shapes"})
+        elif result.name == "logits":
+            for key in result.facts.get("mistakes", []):
+                label = advice.get(key, key.replace("_", " ")).split(";")[0]
+                found.setdefault(key, {"key": key, "label": label, "tier": "logits"})
+            if result.facts.get("torch"):
+                found["torch_in_forward"] = {"key": "torch_in_forward", "label": "the forward pass uses torch",
+                                             "tier": "logits"}  # fmt: skip
+    return list(found.values())
+
+
 def _rename_cells(text: str, prepared: Prepared) -> str:
     """Point notebook students at their cells, not at the grader's generated files."""
     for generated, label in prepared.cell_files.items():
@@ -110,8 +139,36 @@ def _rename_cells(text: str, prepared: Prepared) -> str:
     return text
 
 
-def grade(config: GradeConfig, progress: Progress | None = None) -> Report:
-    """Grade ``config.submission`` and return the report (the caller writes it)."""
+def _private_paths(config: GradeConfig) -> list[Path]:
+    """Paths of this run that the student process must not see: the report's folder, the checkpoints."""
+    paths = [config.out.resolve().parent, config.checkpoint_dir or default_root()]
+    for name in (config.model, config.second_model):
+        if name and Path(name).is_dir():
+            paths.append(Path(name).resolve().parent)
+    return paths
+
+
+@dataclass
+class Expectations:
+    """The trusted side of grading: checkpoints, the job and HuggingFace's answers; shared by a batch."""
+
+    primary: ModelSource
+    second: ModelSource | None
+    job: Job
+    truth: Truth
+
+    def warm(self) -> None:
+        """Compute everything every submission will need, once, before parallel grading starts."""
+        for expected in self.truth.checkpoints:
+            _ = expected.attributes, expected.candidates
+        for token_input in self.job.inputs:
+            self.truth.primary.logits(token_input.array())
+
+
+def grade(config: GradeConfig, progress: Progress | None = None, expectations: Expectations | None = None) -> Report:
+    """Grade ``config.submission`` and return the report (the caller writes it).
+
+    ``expectations`` (from ``prepare_expectations``) lets a batch load the checkpoints once."""
     started = time.monotonic()
     _quiet_transformers()
     scratch = scratch_dir()
@@ -120,13 +177,16 @@ def grade(config: GradeConfig, progress: Progress | None = None) -> Report:
     decoder = None
     stdout = stderr = ""
     resources: dict[str, float] = {}
+    sandbox: dict = {}
     session = None
     try:
         prepared = prepare(config.submission, scratch / "submission")
         if not prepared.problem:
-            session = ChildSession(prepared.work, prepared.decoder, config.limits, scratch)
+            limits = replace(config.limits, hide=(*config.limits.hide, *_private_paths(config)))
+            session = ChildSession(prepared.work, prepared.decoder, limits, scratch)
             session.start()  # the student process imports torch while we load the checkpoints below
-        primary, second, job, truth = _expectations(config)
+        expectations = expectations or prepare_expectations(config)
+        primary, second, job, truth = expectations.primary, expectations.second, expectations.job, expectations.truth
         if prepared.problem:
             for tier in TIERS:
                 results.append(TierResult(tier.NAME, tier.TITLE, "error", 0.0, config.points[tier.NAME],
@@ -153,6 +213,7 @@ def grade(config: GradeConfig, progress: Progress | None = None) -> Report:
         if session is not None:
             session.close()
             stdout, stderr = session.output()
+            sandbox = {**session.isolation, "user": "student" if session.isolation.get("uid") is not None else "grader"}
             resources = {
                 "student_startup_seconds": round(session.startup_seconds, 3),
                 "student_processes_started": session.starts,
@@ -177,7 +238,16 @@ def grade(config: GradeConfig, progress: Progress | None = None) -> Report:
             "weights_rtol": WEIGHTS_RTOL,
         },
         versions=_versions(),
-        limits={"timeout_s": limits.timeout, "memory_bytes": limits.memory_bytes, "threads": limits.threads},
+        limits={
+            "timeout_s": limits.timeout,
+            "memory_bytes": limits.memory_bytes,
+            "threads": limits.threads,
+            "processes": limits.processes,
+            "file_bytes": limits.file_bytes,
+            "output_bytes": limits.output_bytes,
+        },
+        sandbox=sandbox,
+        diagnosis=diagnosis(results),
         execution_time=time.monotonic() - started,
         student_stdout=stdout,
         student_stderr=stderr,
@@ -186,17 +256,20 @@ def grade(config: GradeConfig, progress: Progress | None = None) -> Report:
     )
 
 
-def _expectations(config: GradeConfig) -> tuple[ModelSource, ModelSource | None, Job, Truth]:
+def prepare_expectations(config: GradeConfig) -> Expectations:
     """Resolve the checkpoints and prepare the trusted side; GraderError when a model is unusable."""
     primary = resolve_model(config.model, config.checkpoint_dir)
     second = resolve_model(config.second_model, config.checkpoint_dir) if config.second_model else None
-    truth_probe = Truth(Job(checkpoints=(primary.ref(),)))
+    _quiet_transformers()
+    cache = Path(os.environ.get("LAB04_TRUTH_CACHE") or default_root().parent / "truth")
+    weights = (primary.sha256, *((second.sha256,) if second else ()))
+    truth_probe = Truth(Job(checkpoints=(primary.ref(),)), cache, weights[:1])
     try:
         tokenizer = truth_probe.primary.tokenizer
         truth_probe.primary.hf_model  # noqa: B018 - fail now, as a grader error, if the weights are unreadable
     except Exception as exc:  # noqa: BLE001
         raise GraderError(f"cannot load the checkpoint {primary.source}: {exc}") from None
     job = build_job(primary, second, tokenizer)
-    truth = Truth(job)
+    truth = Truth(job, cache, weights)
     truth.checkpoints[0] = truth_probe.primary  # already loaded
-    return primary, second, job, truth
+    return Expectations(primary, second, job, truth)

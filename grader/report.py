@@ -80,6 +80,8 @@ class Report:
     student_stderr: str = ""
     internal_errors: list[str] = field(default_factory=list)
     resources: dict[str, Any] = field(default_factory=dict)
+    sandbox: dict[str, Any] = field(default_factory=dict)  # the isolation the student process had
+    diagnosis: list[dict[str, str]] = field(default_factory=list)  # recognised mistakes: key, label, tier
 
     @property
     def score(self) -> float:
@@ -136,6 +138,8 @@ class Report:
                 "versions": self.versions,
                 "limits": self.limits,
                 "resources": self.resources,
+                "sandbox": self.sandbox,
+                "diagnosis": self.diagnosis,
                 "student_output": {"stdout": self.student_stdout, "stderr": self.student_stderr},
                 "internal_errors": self.internal_errors,
             },

@@ -3,8 +3,13 @@
 One child process serves the tiers in turn, so that torch and the student's
 modules are imported once. Each request has its own wall-clock time-out;
 when it expires, the child is asked for a traceback (to say where the
-student's code was stuck) and its whole process group is killed. The next
+student's code was stuck) and is killed with everything it started. The next
 request starts a fresh child.
+
+When the grader runs as root, the child runs in new PID, mount and network
+namespaces as an unprivileged user of its own, with the grader's files hidden
+(``grader.jail``); this module prepares what that user must be able to read
+(its copy of the submission, the checkpoint) and write (its results folder).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import secrets
 import select
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -38,7 +44,48 @@ class Limits:
     file_bytes: int = 2 * 2**30  # the largest file it may write (arrays of a 124M-parameter model fit)
     startup_timeout: float = 120.0  # importing torch and transformers, before any student code
     threads: int = 1
-    output_cap: int = 20_000  # characters of stdout and stderr kept for staff
+    processes: int = 64  # processes and threads of the student's user (when the grader is root)
+    output_bytes: int = 2**20  # bytes of stdout and of stderr kept from the student process
+    output_cap: int = 20_000  # characters of each that reach the report
+    isolate: bool = True  # namespaces, hidden files and an unprivileged user, when the grader is root
+    uid: int | None = None  # that user; None picks one per grading run from UID_RANGE
+    hide: tuple[Path, ...] = ()  # more paths the student process must not see
+
+
+UID_RANGE = (61000, 64000)  # unprivileged uids for student code, one per concurrent grading run
+NEVER_HIDDEN = {Path(p) for p in ("/", "/usr", "/lib", "/lib64", "/bin", "/sbin", "/etc", "/dev", "/proc", "/sys")}
+
+
+def default_hidden() -> list[Path]:
+    """What no submission needs to see: the grader, the reference solution, homes, shared temp folders."""
+    import grader
+    import reference
+
+    own = Path(grader.__file__).resolve().parent
+    paths = [own, Path(reference.__file__).resolve().parent]
+    if (own.parent / "pyproject.toml").is_file():  # a source checkout: its tests and examples too
+        paths.append(own.parent)
+    paths += [Path.home(), Path("/root"), Path("/home"), Path("/tmp"), Path("/var/tmp"), Path("/dev/shm")]
+    return paths
+
+
+def stage_checkpoint(source: Path, dest: Path) -> Path:
+    """A copy of a checkpoint folder that any user can read: hard links where allowed, else copies."""
+    dest.mkdir(parents=True, exist_ok=True)
+    dest.chmod(0o755)
+    for entry in sorted(Path(source).iterdir()):
+        real = entry.resolve()  # the hub cache holds symbolic links into its blobs folder
+        if not real.is_file():
+            continue
+        target = dest / entry.name
+        try:
+            if not real.stat().st_mode & 0o004:
+                raise PermissionError("not world-readable")  # linking would not help: copy
+            os.link(real, target)
+        except OSError:
+            shutil.copyfile(real, target)
+            target.chmod(0o644)
+    return dest
 
 
 @dataclass
@@ -57,12 +104,13 @@ class Reply:
 
 @dataclass
 class _Child:
-    process: subprocess.Popen
+    process: subprocess.Popen  # the launcher
     control: int
     reply: int
     spawned: float = 0.0
     ready: bool = False
     buffer: bytes = b""
+    student_pid: int | None = None  # the process that runs student code, as this process sees it
 
 
 RUN_TOKEN_VAR = "LAB04_GRADING_RUN"
@@ -125,6 +173,46 @@ class ChildSession:
         self.token = secrets.token_hex(16)
         self.startup_seconds = 0.0  # spent starting children (imports), outside any tier's time
         self.peak_rss_bytes = 0  # the largest resident set any child reached
+        self.isolation: dict[str, Any] = {}  # what the last child could set up (grader.jail.Isolation)
+        self.as_root = os.geteuid() == 0 and limits.isolate
+        self.uid = -1
+        self.staged: dict[str, str] = {}  # checkpoint path -> the copy the student's user can read
+        if self.as_root:
+            self.uid = (
+                limits.uid if limits.uid is not None else UID_RANGE[0] + os.getpid() % (UID_RANGE[1] - UID_RANGE[0])
+            )
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Let the student's user traverse the scratch folder and own its copy, results and home."""
+        self.scratch.chmod(0o711)
+        for top in (self.work, self.results, self.home):
+            for folder, dirs, files in os.walk(top):
+                for name in [folder, *(os.path.join(folder, f) for f in dirs + files)]:
+                    os.lchown(name, self.uid, self.uid)
+        for top in self.work.parents:  # a zip or notebook copy sits one level down in the scratch folder
+            if top == self.scratch:
+                break
+            top.chmod(0o711)
+
+    def hidden(self) -> list[Path]:
+        """The paths the student process will not see."""
+        paths = default_hidden() + [Path(p) for p in self.limits.hide]
+        return [p for p in paths if p.resolve() not in NEVER_HIDDEN]
+
+    def _child_job(self, job: dict[str, Any]) -> dict[str, Any]:
+        """``job`` with each checkpoint path replaced by a copy the student's user can read."""
+        if not self.as_root:
+            return job
+        job = json.loads(json.dumps(job))
+        for checkpoint in job.get("checkpoints", []):
+            path = checkpoint["path"]
+            if path not in self.staged:
+                dest = self.scratch / "models" / str(len(self.staged))
+                self.staged[path] = str(stage_checkpoint(Path(path), dest))
+                (self.scratch / "models").chmod(0o755)
+            checkpoint["path"] = self.staged[path]
+        return job
 
     # ---------------------------------------------------------------- process life
 
@@ -144,15 +232,22 @@ class ChildSession:
             "--control-fd", str(control_r), "--reply-fd", str(reply_w),
             "--trace-file", str(self.trace_path), "--decoder", self.decoder,
             "--memory-bytes", str(self.limits.memory_bytes), "--cpu-seconds", str(cpu),
-            "--file-bytes", str(self.limits.file_bytes),
+            "--file-bytes", str(self.limits.file_bytes), "--processes", str(self.limits.processes),
+            "--stdout-file", str(self.stdout_path), "--stderr-file", str(self.stderr_path),
+            "--output-bytes", str(self.limits.output_bytes), "--uid", str(self.uid),
+            "--keep", str(self.scratch),
         ]  # fmt: skip
-        with self.stdout_path.open("ab") as out, self.stderr_path.open("ab") as err:
+        if self.limits.isolate:
+            command.append("--isolate")
+        for path in self.hidden():
+            command += ["--hide", str(path)]
+        with self.stderr_path.open("ab") as err:  # the launcher's own complaints, if any
             process = subprocess.Popen(
                 command,
                 cwd=self.work,
                 env=child_environment(self.home, self.limits.threads, self.token),
                 stdin=subprocess.DEVNULL,
-                stdout=out,
+                stdout=err,
                 stderr=err,
                 pass_fds=(control_r, reply_w),
                 start_new_session=True,  # its own process group, killed as a whole
@@ -168,6 +263,11 @@ class ChildSession:
         child = self._child
         if not child.ready:
             event = self._read_event(child, child.spawned + self.limits.startup_timeout)
+            if event is not None and event.get("event") == "launched":
+                child.student_pid = event.get("pid") if isinstance(event.get("pid"), int) else None
+                event = self._read_event(child, child.spawned + self.limits.startup_timeout)
+            if event is not None and event.get("event") == "ready" and isinstance(event.get("isolation"), dict):
+                self.isolation = event["isolation"]
             if event is None or event.get("event") != "ready":
                 self._kill(child)
                 self._child = None
@@ -179,7 +279,7 @@ class ChildSession:
     def _note_peak(self, child: _Child) -> None:
         """Read the child's high-water mark of resident memory while it still exists."""
         try:
-            status = Path(f"/proc/{child.process.pid}/status").read_text()
+            status = Path(f"/proc/{child.student_pid or child.process.pid}/status").read_text()
         except OSError:
             return
         match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
@@ -188,10 +288,12 @@ class ChildSession:
 
     def _kill(self, child: _Child) -> None:
         self._note_peak(child)
-        try:
-            os.killpg(child.process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        for kill, target in ((os.killpg, child.process.pid), (os.kill, child.student_pid)):
+            try:
+                if target:  # the student process, as PID 1 of its namespace, takes everything along
+                    kill(target, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         child.process.wait()
         for fd in (child.control, child.reply):
             try:
@@ -259,7 +361,8 @@ class ChildSession:
         self._next_id += 1
         request_id = self._next_id
         try:
-            os.write(child.control, (json.dumps({"id": request_id, "tier": tier, "job": job}) + "\n").encode())
+            request = {"id": request_id, "tier": tier, "job": self._child_job(job)}
+            os.write(child.control, (json.dumps(request) + "\n").encode())
         except OSError:  # the child died between requests (a student thread may have ended it)
             reply = self._crashed(child, None, None)
             reply.seconds = time.monotonic() - started
@@ -300,14 +403,16 @@ class ChildSession:
 
     def _load_arrays(self, event: dict[str, Any], request_id: int) -> Collected:
         """Read the arrays with ``allow_pickle=False`` and check them against the manifest."""
-        folder = self.results / str(request_id)
+        folder_name = event.get("folder")
+        if not isinstance(folder_name, str) or not re.fullmatch(rf"{request_id}-[0-9a-f]{{16}}", folder_name):
+            return Collected(arrays={}, meta={})  # a folder named by someone else: nothing in it counts
+        folder = self.results / folder_name
         arrays: dict[str, np.ndarray] = {}
         manifest = event.get("arrays")
         for name, entry in manifest.items() if isinstance(manifest, dict) else []:
             try:
-                path = folder / Path(entry["file"]).name
-                array = np.load(path, allow_pickle=False)
-            except (OSError, ValueError, KeyError, TypeError):
+                array = _read_npy(folder / Path(entry["file"]).name)
+            except (OSError, ValueError, KeyError, TypeError, EOFError):
                 continue  # unreadable data counts as missing; the tier then says what is missing
             if array.dtype.str == entry.get("dtype") and list(array.shape) == entry.get("shape"):
                 arrays[name] = array
@@ -317,10 +422,12 @@ class ChildSession:
 
     def _timed_out(self, child: _Child, function: str | None) -> Reply:
         self.trace_path.write_text("")
-        try:
-            os.killpg(child.process.pid, signal.SIGUSR1)  # faulthandler writes the stacks
-        except (ProcessLookupError, PermissionError):
-            pass
+        for kill, target in ((os.killpg, child.process.pid), (os.kill, child.student_pid)):
+            try:
+                if target:
+                    kill(target, signal.SIGUSR1)  # faulthandler writes the stacks; the launcher ignores it
+            except (ProcessLookupError, PermissionError):
+                pass
         time.sleep(0.5)
         where = stuck_location(self.trace_path.read_text(errors="replace"), self.work)
         self._kill(child)
@@ -370,6 +477,15 @@ class ChildSession:
         return self._tail(self.stdout_path, self.limits.output_cap), self._tail(
             self.stderr_path, self.limits.output_cap
         )
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    """An array file the student's user wrote: a regular file (no link to elsewhere), no pickles."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError(f"{path.name} is not a regular file")
+        return np.load(fh, allow_pickle=False)
 
 
 def scratch_dir() -> Path:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,10 +20,13 @@ GPT2 = oracle.Variant()  # the oracle's default behaviour: GPT-2's own
 class Expected:
     """What a correct submission produces on one checkpoint (computed lazily, then cached)."""
 
-    def __init__(self, checkpoint: CheckpointRef):
+    def __init__(self, checkpoint: CheckpointRef, cache: Path | None = None, weights_id: str = ""):
         self.checkpoint = checkpoint
         self.shape = checkpoint.shape
         self._logits: dict[bytes, np.ndarray] = {}
+        # HuggingFace's logits on disk, keyed by the weights' hash and the token ids: a batch, or the
+        # next batch, never runs HuggingFace's forward pass twice on the same input.
+        self.cache = cache / weights_id if cache is not None and weights_id else None
 
     @cached_property
     def hf_model(self) -> Any:
@@ -51,11 +57,28 @@ class Expected:
         import torch
 
         key = ids.shape.__repr__().encode() + np.ascontiguousarray(ids, dtype=np.int64).tobytes()
-        if key not in self._logits:
-            batch = torch.from_numpy(np.atleast_2d(ids).astype(np.int64))
-            with torch.no_grad():
-                out = self.hf_model(batch).logits.float().numpy()
-            self._logits[key] = out if ids.ndim == 2 else out[0]
+        if key in self._logits:
+            return self._logits[key]
+        stored = self.cache / f"logits-{hashlib.sha256(key).hexdigest()[:32]}.npy" if self.cache else None
+        if stored is not None and stored.is_file():
+            try:
+                self._logits[key] = np.load(stored, allow_pickle=False)
+                return self._logits[key]
+            except (OSError, ValueError):
+                pass  # a damaged cache entry: compute it again
+        batch = torch.from_numpy(np.atleast_2d(ids).astype(np.int64))
+        with torch.no_grad():
+            out = self.hf_model(batch).logits.float().numpy()
+        self._logits[key] = out if ids.ndim == 2 else out[0]
+        if stored is not None:
+            try:
+                stored.parent.mkdir(parents=True, exist_ok=True)
+                tmp = stored.with_suffix(f".{os.getpid()}.tmp")
+                with tmp.open("wb") as fh:
+                    np.save(fh, self._logits[key], allow_pickle=False)
+                os.replace(tmp, stored)
+            except OSError:
+                pass  # a read-only cache only costs time
         return self._logits[key]
 
     def embeddings(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -73,9 +96,10 @@ class Expected:
 class Truth:
     """Expected values for every checkpoint of a job."""
 
-    def __init__(self, job: Job):
+    def __init__(self, job: Job, cache: Path | None = None, weights_ids: tuple[str, ...] = ()):
         self.job = job
-        self.checkpoints = [Expected(c) for c in job.checkpoints]
+        ids = list(weights_ids) + [""] * (len(job.checkpoints) - len(weights_ids))
+        self.checkpoints = [Expected(c, cache, w) for c, w in zip(job.checkpoints, ids, strict=True)]
 
     @property
     def primary(self) -> Expected:

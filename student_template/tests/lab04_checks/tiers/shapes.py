@@ -99,6 +99,7 @@ def judge(job: Job, collected: Collected, truth: Any) -> Verdict:
         if info.get("returned") != "model":
             lines.insert(0, f"load_gpt2_weights returned {info.get('returned')}; it must return the model it was given")
         facts["wrong"][checkpoint.label] = [p for p, _ in findings]
+        facts.setdefault("findings", {})[checkpoint.label] = [[p, why] for p, why in findings[:64]]
         if lines:
             sections.append(
                 f"{where}, {len(findings)} of {len(expected.attributes)} attributes are wrong:\n{bullet(lines)}"
