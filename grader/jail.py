@@ -156,45 +156,65 @@ def drop_privileges(isolation: Isolation, uid: int) -> None:
 
 
 def relay_output(pid: int, streams: list[tuple[int, str]], cap: int) -> int:
-    """Copy each (pipe, file) up to ``cap`` bytes until the student process ``pid`` has ended
-    and its pipes are drained; return its wait status. Runs in the trusted launcher."""
-    files = {fd: os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600) for fd, path in streams}
-    written = dict.fromkeys(files, 0)
-    dropped = dict.fromkeys(files, 0)
+    """Copy each (pipe, file), keeping the first and the last ``cap // 2`` bytes, until the student
+    process ``pid`` has ended and its pipes are drained; return its wait status. Runs in the
+    trusted launcher: student code never writes these files itself."""
+    relays = {fd: _Relay(path, cap) for fd, path in streams}
     status, drain_until = None, None
-    while files:
+    while relays:
         if drain_until is not None and time.monotonic() > drain_until:
             break  # a process it left behind holds the pipe open: stop waiting for it
-        ready, _, _ = select.select(list(files), [], [], 0.2)
+        ready, _, _ = select.select(list(relays), [], [], 0.2)
         for fd in ready:
             try:
                 chunk = os.read(fd, 1 << 16)
             except OSError:
                 chunk = b""
-            if not chunk:
-                _finish(fd, files, dropped)
-                continue
-            room = max(0, cap - written[fd])
-            if room:
-                os.write(files[fd], chunk[:room])
-                written[fd] += min(room, len(chunk))
-            dropped[fd] += max(0, len(chunk) - room)
+            if chunk:
+                relays[fd].add(chunk)
+            else:
+                relays.pop(fd).close()
+                os.close(fd)
         if status is None:
             done, status_now = os.waitpid(pid, os.WNOHANG)
             if done:
                 status, drain_until = status_now, time.monotonic() + 1.0
-    for fd in list(files):
-        _finish(fd, files, dropped)
+    for fd in list(relays):
+        relays.pop(fd).close()
+        os.close(fd)
     if status is None:
         _, status = os.waitpid(pid, 0)
     return status
 
 
-def _finish(fd: int, open_fds: dict[int, int], dropped: dict[int, int]) -> None:
-    if dropped[fd]:
-        os.write(open_fds[fd], f"\n[... {dropped[fd]} more bytes of output dropped by the grader ...]\n".encode())
-    os.close(open_fds.pop(fd))
-    os.close(fd)
+class _Relay:
+    """One output stream: its head goes straight to the file, its tail waits in memory."""
+
+    def __init__(self, path: str, cap: int):
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self.head_room = cap // 2
+        self.tail_cap = cap - cap // 2
+        self.tail = bytearray()
+        self.dropped = 0
+
+    def add(self, chunk: bytes) -> None:
+        if self.head_room:
+            head = chunk[: self.head_room]
+            os.write(self.fd, head)
+            self.head_room -= len(head)
+            chunk = chunk[len(head) :]
+        self.tail += chunk
+        if len(self.tail) > self.tail_cap:
+            excess = len(self.tail) - self.tail_cap
+            self.dropped += excess
+            del self.tail[:excess]
+
+    def close(self) -> None:
+        if self.dropped:
+            os.write(self.fd, f"\n[... {self.dropped} bytes of output dropped by the grader ...]\n".encode())
+        if self.tail:
+            os.write(self.fd, bytes(self.tail))
+        os.close(self.fd)
 
 
 def exit_like(status: int) -> None:
