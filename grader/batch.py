@@ -25,6 +25,7 @@ from .config import GradeConfig
 from .engine import Expectations, grade, prepare_expectations
 from .errors import ConfigError
 from .report import ModelInfo, Report, TierResult, write_report
+from .sandbox import ForkServer
 
 STATE_FILE = ".batch-state.json"
 SUBMISSION_SUFFIXES = (".zip", ".ipynb")
@@ -181,7 +182,7 @@ def run_batch(batch: BatchConfig, progress: Progress | None = None,
         out = batch.reports / f"{name}.json"
         config = replace(batch.grading, submission=path, out=out)
         try:
-            report = grade(config, expectations=expectations)
+            report = grade(config, expectations=expectations, fork_server=server)
             status, message = "graded", ""
         except Exception as exc:  # noqa: BLE001 - one submission must never stop the batch
             report = _failure_report(config, expectations, traceback.format_exc())
@@ -191,11 +192,22 @@ def run_batch(batch: BatchConfig, progress: Progress | None = None,
             state.record(name, key, report.score)
         return Outcome(name, status, report.score, time.monotonic() - started, message)
 
-    with ThreadPoolExecutor(max_workers=max(1, batch.jobs)) as pool:
+    server = ForkServer(batch.grading.limits, batch.reports / ".fork-server.log") if todo else None
+    try:
+        outcomes += _grade_all(todo, one, batch.jobs, progress)
+    finally:
+        if server is not None:
+            server.close()
+    return sorted(outcomes, key=lambda o: o.name)
+
+
+def _grade_all(todo: list, one: Callable[..., Outcome], jobs: int, progress: Progress | None) -> list[Outcome]:
+    outcomes = []
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         futures = [pool.submit(one, *item) for item in todo]
         for future in as_completed(futures):
             outcome = future.result()
             outcomes.append(outcome)
             if progress:
                 progress(outcome)
-    return sorted(outcomes, key=lambda o: o.name)
+    return outcomes

@@ -48,7 +48,7 @@ class _Blocker:
         return None
 
 
-def _parse() -> argparse.Namespace:
+def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="grader.child")
     parser.add_argument("--work", required=True)
     parser.add_argument("--results", required=True)
@@ -67,7 +67,8 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--uid", type=int, default=-1, help="the user to run student code as (root only)")
     parser.add_argument("--hide", action="append", default=[], help="a path student code must not see")
     parser.add_argument("--keep", action="append", default=[], help="a path student code needs")
-    return parser.parse_args()
+    parser.add_argument("--status-fd", type=int, default=-1, help="where the launcher writes the exit status")
+    return parser.parse_args(argv)
 
 
 def _launch(args: argparse.Namespace):
@@ -99,10 +100,14 @@ def _launch(args: argparse.Namespace):
         for sig in (signal.SIGUSR1, signal.SIGINT, signal.SIGPIPE):
             signal.signal(sig, signal.SIG_IGN)
         status = jail.relay_output(pid, [(out_r, args.stdout_file), (err_r, args.stderr_file)], args.output_bytes)
+        if args.status_fd >= 0:  # started by the fork server: its parent cannot wait for us
+            os.write(args.status_fd, f"{status}\n".encode())
         jail.exit_like(status)
     os.close(out_r)
     os.close(err_r)
     os.close(life_w)
+    if args.status_fd >= 0:
+        os.close(args.status_fd)
     jail.die_with_parent()
     if select.select([life_r], [], [], 0)[0]:  # the launcher died before we asked to die with it
         os._exit(1)
@@ -115,8 +120,67 @@ def _launch(args: argparse.Namespace):
     return isolation
 
 
-def main() -> None:
-    args = _parse()
+def _import_everything() -> None:
+    """What the student process needs before any student code: the heavy imports, once."""
+    import numpy  # noqa: F401
+    import torch  # noqa: F401
+    import transformers
+    from transformers import GPT2LMHeadModel, GPT2Tokenizer  # noqa: F401
+
+    transformers.utils.logging.disable_progress_bar()
+    from grader import jail  # noqa: F401
+    from grader.lab import common  # noqa: F401
+    from grader.lab.tiers import BY_NAME  # noqa: F401
+
+
+def fork_server(sock_fd: int) -> None:
+    """Import everything once, then fork a launcher per request; student code runs only after the fork.
+
+    Requests arrive on a SOCK_SEQPACKET socket: a JSON message (the launcher's arguments,
+    with "{0}", "{1}"... standing for the descriptors passed alongside, its working folder
+    and environment) and the descriptors themselves. The reply is the launcher's pid.
+    """
+    import json
+    import os
+    import signal
+    import socket
+    import traceback
+
+    _import_everything()
+    real_exit = os._exit
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # launchers are reaped at once; their status goes over a pipe
+    server = socket.socket(fileno=sock_fd)
+    while True:
+        try:
+            message, fds, _, _ = socket.recv_fds(server, 1 << 20, 16)
+        except OSError:
+            return
+        if not message:
+            return
+        request = json.loads(message)
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                server.close()
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                os.setsid()  # a process group of its own, killed as a whole
+                os.chdir(request["cwd"])
+                os.environ.clear()
+                os.environ.update(request["env"])
+                main([arg.format(*fds) for arg in request["argv"]])
+                code = 0
+            except BaseException:  # noqa: BLE001 - the launcher's own failure: say it, then go
+                traceback.print_exc()
+            finally:
+                real_exit(code)
+        for fd in fds:
+            os.close(fd)
+        server.send(json.dumps({"pid": pid}).encode())
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parse(argv)
     isolation = _launch(args)
     _apply_limits(args.memory_bytes, args.cpu_seconds, args.file_bytes)
 
@@ -273,4 +337,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--fork-server"]:
+        sys.exit(fork_server(int(sys.argv[2])))
     sys.exit(main())

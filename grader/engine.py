@@ -26,7 +26,7 @@ from .lab.tiers import TIERS
 from .lab.truth import Truth
 from .models import ModelSource, resolve_model
 from .report import ModelInfo, Report, TierResult
-from .sandbox import ChildSession, Reply, scratch_dir
+from .sandbox import ChildSession, ForkServer, Reply, scratch_dir
 from .submission import Prepared, prepare
 
 Progress = Callable[[TierResult], None]
@@ -165,7 +165,12 @@ class Expectations:
             self.truth.primary.logits(token_input.array())
 
 
-def grade(config: GradeConfig, progress: Progress | None = None, expectations: Expectations | None = None) -> Report:
+def grade(
+    config: GradeConfig,
+    progress: Progress | None = None,
+    expectations: Expectations | None = None,
+    fork_server: ForkServer | None = None,
+) -> Report:
     """Grade ``config.submission`` and return the report (the caller writes it).
 
     ``expectations`` (from ``prepare_expectations``) lets a batch load the checkpoints once."""
@@ -183,7 +188,7 @@ def grade(config: GradeConfig, progress: Progress | None = None, expectations: E
         prepared = prepare(config.submission, scratch / "submission")
         if not prepared.problem:
             limits = replace(config.limits, hide=(*config.limits.hide, *_private_paths(config)))
-            session = ChildSession(prepared.work, prepared.decoder, limits, scratch)
+            session = ChildSession(prepared.work, prepared.decoder, limits, scratch, fork_server)
             session.start()  # the student process imports torch while we load the checkpoints below
         expectations = expectations or prepare_expectations(config)
         primary, second, job, truth = expectations.primary, expectations.second, expectations.job, expectations.truth

@@ -14,6 +14,7 @@ namespaces as an unprivileged user of its own, with the grader's files hidden
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -25,6 +26,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +56,15 @@ class Limits:
 
 UID_RANGE = (61000, 64000)  # unprivileged uids for student code, one per concurrent grading run
 NEVER_HIDDEN = {Path(p) for p in ("/", "/usr", "/lib", "/lib64", "/bin", "/sbin", "/etc", "/dev", "/proc", "/sys")}
+
+
+_uids = itertools.count()
+
+
+def _next_uid() -> int:
+    """A uid for one grading run: distinct across the runs of a batch and, very likely, across processes."""
+    span = UID_RANGE[1] - UID_RANGE[0]
+    return UID_RANGE[0] + (os.getpid() * 97 + next(_uids)) % span
 
 
 def default_hidden() -> list[Path]:
@@ -102,9 +113,90 @@ class Reply:
     seconds: float = 0.0
 
 
+class ForkedProcess:
+    """A launcher started by the fork server: the parts of ``subprocess.Popen`` the session uses."""
+
+    def __init__(self, pid: int, status_fd: int):
+        self.pid = pid
+        self.status_fd = status_fd
+        self.returncode: int | None = None
+
+    def wait(self, timeout: float | None = None) -> int:
+        """The launcher's exit code (negative: the signal that ended the student process)."""
+        if self.returncode is not None:
+            return self.returncode
+        ready, _, _ = select.select([self.status_fd], [], [], timeout)
+        if not ready:
+            raise subprocess.TimeoutExpired("launcher", timeout or 0)
+        data = b""
+        while chunk := os.read(self.status_fd, 64):
+            data += chunk
+        os.close(self.status_fd)
+        try:
+            self.returncode = os.waitstatus_to_exitcode(int(data.strip()))
+        except ValueError:
+            self.returncode = -signal.SIGKILL  # killed before it could say: the launcher itself was killed
+        return self.returncode
+
+
+class ForkServer:
+    """One process that has imported NumPy, torch and transformers, forking a launcher per student process.
+
+    Saves each student process the imports (about 4 s). Student code is imported only after
+    the fork, in the launched process, with the same namespaces, user and limits as a fresh one.
+    """
+
+    def __init__(self, limits: Limits, log: Path):
+        import socket
+
+        self.home = Path(tempfile.mkdtemp(prefix="lab04-forkserver-"))
+        self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with log.open("ab") as err:
+            self.process = subprocess.Popen(
+                [sys.executable, "-I", "-m", "grader.child", "--fork-server", str(theirs.fileno())],
+                env=child_environment(self.home, limits.threads),
+                cwd=self.home,
+                stdin=subprocess.DEVNULL,
+                stdout=err,
+                stderr=err,
+                pass_fds=(theirs.fileno(),),
+                start_new_session=True,
+            )
+        theirs.close()
+        self.lock = threading.Lock()
+
+    def spawn(self, argv: list[str], fds: list[int], env: dict[str, str], cwd: Path, status_fd: int) -> ForkedProcess:
+        """Start a launcher with ``argv`` ("{n}" stands for ``fds[n]``); the descriptors are passed, not kept."""
+        import socket
+
+        message = json.dumps({"argv": argv, "env": env, "cwd": str(cwd)}).encode()
+        with self.lock:
+            socket.send_fds(self.sock, [message], fds)
+            reply = self.sock.recv(1 << 16)
+        if not reply:
+            raise RuntimeError("the fork server is gone")
+        return ForkedProcess(int(json.loads(reply)["pid"]), status_fd)
+
+    def close(self) -> None:
+        """Stop the server (launchers it started are not its to stop: their sessions do that)."""
+        self.sock.close()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        shutil.rmtree(self.home, ignore_errors=True)
+
+    def __enter__(self) -> ForkServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 @dataclass
 class _Child:
-    process: subprocess.Popen  # the launcher
+    process: subprocess.Popen | ForkedProcess  # the launcher
     control: int
     reply: int
     spawned: float = 0.0
@@ -155,7 +247,7 @@ def stuck_location(trace_text: str, work: Path) -> str | None:
 class ChildSession:
     """The student process and its pipes; restarted after a time-out or a crash."""
 
-    def __init__(self, work: Path, decoder: str, limits: Limits, scratch: Path):
+    def __init__(self, work: Path, decoder: str, limits: Limits, scratch: Path, fork_server: ForkServer | None = None):
         self.work = work.resolve()
         self.decoder = decoder
         self.limits = limits
@@ -167,6 +259,7 @@ class ChildSession:
         self.stdout_path = scratch / "stdout.txt"
         self.stderr_path = scratch / "stderr.txt"
         self.trace_path = scratch / "trace.txt"
+        self.fork_server = fork_server
         self._child: _Child | None = None
         self._next_id = 0
         self.starts = 0
@@ -178,9 +271,7 @@ class ChildSession:
         self.uid = -1
         self.staged: dict[str, str] = {}  # checkpoint path -> the copy the student's user can read
         if self.as_root:
-            self.uid = (
-                limits.uid if limits.uid is not None else UID_RANGE[0] + os.getpid() % (UID_RANGE[1] - UID_RANGE[0])
-            )
+            self.uid = limits.uid if limits.uid is not None else _next_uid()
             self._hand_over()
 
     def _hand_over(self) -> None:
@@ -226,10 +317,10 @@ class ChildSession:
         reply_r, reply_w = os.pipe()
         # A backstop behind the wall-clock time-outs: CPU seconds for every tier on every thread.
         cpu = int((self.limits.timeout * 5 + self.limits.startup_timeout) * max(2, self.limits.threads)) + 60
+        forked = self.fork_server is not None
         command = [
-            sys.executable, "-I", "-m", "grader.child",
             "--work", str(self.work), "--results", str(self.results),
-            "--control-fd", str(control_r), "--reply-fd", str(reply_w),
+            "--control-fd", "{0}" if forked else str(control_r), "--reply-fd", "{1}" if forked else str(reply_w),
             "--trace-file", str(self.trace_path), "--decoder", self.decoder,
             "--memory-bytes", str(self.limits.memory_bytes), "--cpu-seconds", str(cpu),
             "--file-bytes", str(self.limits.file_bytes), "--processes", str(self.limits.processes),
@@ -241,11 +332,23 @@ class ChildSession:
             command.append("--isolate")
         for path in self.hidden():
             command += ["--hide", str(path)]
+        env = child_environment(self.home, self.limits.threads, self.token)
+        if forked:
+            status_r, status_w = os.pipe()
+            try:
+                process = self.fork_server.spawn(
+                    [*command, "--status-fd", "{2}"], [control_r, reply_w, status_w], env, self.work, status_r
+                )
+            finally:
+                for fd in (control_r, reply_w, status_w):
+                    os.close(fd)
+            self.starts += 1
+            return _Child(process, control_w, reply_r, spawned=time.monotonic())
         with self.stderr_path.open("ab") as err:  # the launcher's own complaints, if any
             process = subprocess.Popen(
-                command,
+                [sys.executable, "-I", "-m", "grader.child", *command],
                 cwd=self.work,
-                env=child_environment(self.home, self.limits.threads, self.token),
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=err,
                 stderr=err,

@@ -74,14 +74,24 @@ class Graded:
         return self.report["extra_data"]["student_output"]["stdout"]
 
 
-def grade_cli(tmp_path: Path, submission: Path, *options: str, out: Path | None = None) -> Graded:
-    """Run ``grade SUBMISSION --out ...`` and read the report back; exit code 0 and a sane report."""
+def grade_cli(tmp_path: Path, submission: Path, *options: str, out: Path | None = None,
+              fork_server: bool = False) -> Graded:  # fmt: skip
+    """Run ``grade SUBMISSION --out ...`` and read the report back; exit code 0 and a sane report.
+
+    With ``fork_server``, the submission is graded as a class of one (``--jobs 1``): its student
+    process comes from the batch's fork server instead of a fresh interpreter."""
     out = out or tmp_path / "report" / "results.json"
     out.parent.mkdir(parents=True, exist_ok=True)
+    target, destination = submission, out
+    if fork_server:
+        target, destination = tmp_path / "class", out.parent
+        target.mkdir()
+        submission.rename(target / out.stem)
+        options = (*options, "--jobs", "1")
     started = time.monotonic()
     result = CliRunner().invoke(
         main,
-        [str(submission), "--out", str(out), "--checkpoint-dir", str(default_root()), "-q", *options],
+        [str(target), "--out", str(destination), "--checkpoint-dir", str(default_root()), "-q", *options],
     )
     seconds = time.monotonic() - started
     assert result.exit_code == 0, (result.output, result.exception)
@@ -283,14 +293,19 @@ def probes(graded: Graded) -> dict[str, str]:
     return {line[6:].split(":")[0]: line.split(": ", 1)[1].split(" ")[0] for line in lines}
 
 
-@pytest.mark.parametrize("isolated", [True, False], ids=["isolated", "protection removed"])
+@pytest.mark.parametrize(
+    ("isolated", "fork_server"),
+    [(True, False), (True, True), (False, False)],
+    ids=["isolated", "isolated, from the fork server", "protection removed"],
+)
 def test_student_code_cannot_read_the_graders_files_reach_the_network_or_write_the_report(
-    tmp_path: Path, listener: int, isolated: bool
+    tmp_path: Path, listener: int, isolated: bool, fork_server: bool
 ):
     """As root: hidden reference, inputs, cache and report folder, and no network; without isolation, all open."""
     out = tmp_path / "report" / "results.json"
     submission = probe_submission(tmp_path, listener, out)
-    graded = grade_cli(tmp_path, submission, *(() if isolated else ("--no-isolation",)), out=out)
+    options = () if isolated else ("--no-isolation",)
+    graded = grade_cli(tmp_path, submission, *options, out=out, fork_server=fork_server)
     seen = probes(graded)
     assert set(seen) == {"reference", "hidden inputs", "checkpoint cache", "report folder", "network"}, graded.stdout
     assert graded.report["score"] == 100  # the report is the grader's, whatever the student wrote
@@ -362,15 +377,20 @@ def processes_of(uid: int) -> list[int]:
     return pids
 
 
-@pytest.mark.parametrize("isolated", [True, False], ids=["isolated", "protection removed"])
-def test_a_detached_daemon_and_a_fork_bomb_leave_nothing_running(tmp_path: Path, isolated: bool):
+@pytest.mark.parametrize(
+    ("isolated", "fork_server"),
+    [(True, False), (True, True), (False, False)],
+    ids=["isolated", "isolated, from the fork server", "protection removed"],
+)
+def test_a_detached_daemon_and_a_fork_bomb_leave_nothing_running(tmp_path: Path, isolated: bool, fork_server: bool):
     """A double-forked, setsid'ed daemon and 500 forks: capped, and all gone when grading ends."""
-    marker = str(900_000_000 + os.getpid() * 2 + isolated)
+    marker = str(900_000_000 + os.getpid() * 4 + isolated * 2 + fork_server)
     files = edited(at_import(DAEMON.format(marker=marker)))
     uid = 63999
     options = ("--sandbox-uid", str(uid), "--processes", "32") if isolated else ("--no-isolation",)
     try:
-        graded = grade_cli(tmp_path, make_submission(tmp_path / "daemon", files), *options)
+        submission = make_submission(tmp_path / "daemon", files)
+        graded = grade_cli(tmp_path, submission, *options, fork_server=fork_server)
         assert graded.statuses == ALL_PASSED
         time.sleep(0.5)
         if isolated:
