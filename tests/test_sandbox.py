@@ -307,11 +307,17 @@ def test_fake_results_printed_or_written_do_not_count(tmp_path: Path):
         f"FAKE = json.dumps({fake!r})\n"
         "print(FAKE)\n"
         f"for folder in (Path.cwd(), Path(__file__).resolve().parent.parent, Path({str(tmp_path)!r})):\n"
-        "    (folder / 'results.json').write_text(FAKE)\n"
+        "    try:\n"
+        "        (folder / 'results.json').write_text(FAKE)\n"
+        "    except OSError:\n"
+        "        pass\n"
     )
     files = edited(*TRANSPOSED_C_PROJ.edits, (P, IMPORTS, IMPORTS + lies))
     report = grade_files(tmp_path / "liar", files)
     assert_verdicts(report, TRANSPOSED_C_PROJ.expect)
+    if os.geteuid() == 0:  # isolated: the report's folder is hidden from the student process
+        assert not out.exists()
+        out.write_text(json.dumps(fake))  # plant the lie ourselves, to show that the report replaces it
     assert json.loads(out.read_text())["score"] == 100  # the lie was written ...
     assert json.dumps(fake) in report.student_stdout  # ... and printed
     write_report(report, out)  # ... and the grader's report replaces it
@@ -426,7 +432,7 @@ def test_the_parent_reads_arrays_without_pickle_and_checks_the_manifest(tmp_path
     UNPICKLED.clear()
     session = ChildSession(tmp_path / "work", "reference", Limits(), tmp_path / "scratch")
     request_id = 7
-    folder = session.results / str(request_id)
+    folder = session.results / f"{request_id}-0123456789abcdef"
     folder.mkdir()
     good = np.arange(6, dtype=np.float32).reshape(2, 3)
     np.save(folder / "good.npy", good)
@@ -435,6 +441,7 @@ def test_the_parent_reads_arrays_without_pickle_and_checks_the_manifest(tmp_path
     np.save(folder / "square.npy", np.zeros((2, 3), dtype=np.float32))
     (folder / "garbled.npy").write_bytes(b"\x93NUMPY not really")
     np.save(session.results / "outside.npy", good)  # beside the request folder, not in it
+    (folder / "linked.npy").symlink_to(session.results / "outside.npy")  # a link out of it
     manifest = {
         "good": {"file": "good.npy", "dtype": "<f4", "shape": [2, 3]},
         "pickled": {"file": "pickled.npy", "dtype": "|O", "shape": [1]},
@@ -442,8 +449,12 @@ def test_the_parent_reads_arrays_without_pickle_and_checks_the_manifest(tmp_path
         "shape_differs": {"file": "square.npy", "dtype": "<f4", "shape": [3, 2]},
         "garbled": {"file": "garbled.npy", "dtype": "<f4", "shape": [2, 3]},
         "escapes": {"file": "../outside.npy", "dtype": "<f4", "shape": [2, 3]},
+        "linked": {"file": "linked.npy", "dtype": "<f4", "shape": [2, 3]},
     }
-    event = {"event": "done", "id": request_id, "status": "ok", "arrays": manifest, "meta": {"k": 1}}
+    event = {"event": "done", "id": request_id, "status": "ok", "arrays": manifest, "meta": {"k": 1},
+             "folder": folder.name}  # fmt: skip
+    for forged in ("7", "7-0123456789abcdeX", "../results", 7):  # a folder not named by the child: nothing counts
+        assert session._load_arrays({**event, "folder": forged}, request_id).arrays == {}
     collected = session._load_arrays(event, request_id)
     assert list(collected.arrays) == ["good"]
     np.testing.assert_array_equal(collected.arrays["good"], good)
