@@ -138,7 +138,7 @@ def grader_run(batch: Path, model: str, jobs: int, extra: tuple[str, ...] = ()) 
         wall = time.monotonic() - started
         if done.returncode != 0:
             raise SystemExit(f"batch failed: {done.stderr.strip()[-2000:]}")
-        reports_found = [json.loads(p.read_text()) for p in Path(reports).glob("*.json")]
+        reports_found = [json.loads(p.read_text()) for p in Path(reports).glob("[!.]*.json")]
     resources = [r["extra_data"]["resources"] for r in reports_found]
     return {
         "per_submission": wall / len(reports_found),

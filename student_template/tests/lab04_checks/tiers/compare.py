@@ -43,10 +43,14 @@ def collect(student: StudentCode, job: Job) -> Collected:
     hf_model, tokenizer, state = hf_assets(checkpoint.path)
     out = Collected(meta={"cases": []})
     cases = [(text, False) for text in job.texts] + [(job.texts[-1], True)]
+    # One model serves every case, corrupted last: building one costs as much as the student's
+    # whole load. Each case's logits are taken from the model as it is then, so a compare_outputs
+    # that changes the model cannot make the parent's check inconsistent.
+    model = None
     for k, (text, corrupted) in enumerate(cases):
         case: dict[str, Any] = {"text": text, "corrupted": corrupted}
         out.meta["cases"].append(case)
-        model = student.reference_loaded_model(checkpoint, state)
+        model = model if model is not None else student.reference_loaded_model(checkpoint, state)
         if corrupted:
             _corrupt(model, job.seed)
         ids = np.asarray(tokenizer(text)["input_ids"], dtype=np.int64)
