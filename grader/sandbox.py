@@ -252,6 +252,7 @@ class ChildSession:
         self.decoder = decoder
         self.limits = limits
         self.scratch = scratch
+        scratch.mkdir(parents=True, exist_ok=True)
         self.results = _results_dir(scratch)
         self.home = scratch / "home"
         self.home.mkdir(exist_ok=True)

@@ -461,6 +461,8 @@ def test_the_parent_reads_arrays_without_pickle_and_checks_the_manifest(tmp_path
     assert UNPICKLED == [], "the parent unpickled data from the student process"
     assert collected.meta == {"k": 1}
     assert not folder.exists(), "the request's folder should be removed once read"
+    session.close()
+    assert not session.results.exists(), "the results folder should be removed with the session"
 
 
 def test_the_child_environment_is_scrubbed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
