@@ -39,6 +39,7 @@ def main() -> None:
 
     \b
       grade SUBMISSION --out results.json     grade one submission (same as `grade run`)
+      grade CLASS_DIR --out reports/ -j 2     grade a folder of submissions, resumably, in parallel
       grade checkpoints build                 build the offline checkpoints
       grade template build                    regenerate student_template/ from reference/
       grade summary REPORTS_DIR               class gradebook.csv and summary.html from a folder of reports

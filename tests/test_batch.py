@@ -127,3 +127,18 @@ def test_huggingface_logits_are_cached_on_disk_by_content(tmp_path: Path):
     np.testing.assert_array_equal(fresh.logits(ids), first)
     other = Truth(job, tmp_path, ("another-checkpoint",)).primary  # other weights: not the same entry
     assert other.cache != fresh.cache
+
+
+def test_batch_mode_refuses_a_file_or_a_report_file_as_out(tmp_path: Path):
+    """--jobs on a single zip, or --out naming an existing file: usage errors (exit 2) that say why."""
+    archive = tmp_path / "one.zip"
+    archive.write_bytes(b"PK")
+    result = CliRunner().invoke(main, [str(archive), "--out", str(tmp_path / "r"), "--jobs", "2"])
+    assert result.exit_code == 2
+    assert "batch mode needs a folder of submissions" in result.output
+    folder = make_class(tmp_path)
+    taken = tmp_path / "taken.json"
+    taken.write_text("{}")
+    result = CliRunner().invoke(main, [str(folder), "--out", str(taken)])
+    assert result.exit_code == 2
+    assert "--out must be a folder" in result.output
