@@ -130,8 +130,13 @@ def hide_paths(isolation: Isolation, hide: list[Path], keep: list[Path]) -> None
             path.touch()
         _mount(f"/proc/self/fd/{fd}", str(path), None, MS_BIND | MS_REC)
         os.close(fd)
+    # Hidden paths inside a kept tree (the grader installed in the kept site-packages) are covered
+    # again; those inside an already covered tree stay covered, and an ancestor of a kept path is
+    # never covered again, which would hide the kept path with it.
     for path in hide:
-        if path not in first and path.exists():
+        inside_kept = any(_under(path, k) and path != k for k in keep)
+        holds_kept = any(_under(k, path) for k in keep)
+        if path not in first and inside_kept and not holds_kept and path.exists():
             _cover(path)
     isolation.hidden = [str(p) for p in hide]
 
