@@ -192,14 +192,11 @@ def main(argv: list[str] | None = None) -> None:
     from pathlib import Path
     from secrets import token_hex
 
+    # What the student's code will need anyway, imported before it can shadow anything
+    # (at once when forked from the fork server, which has imported it all already).
+    _import_everything()
     import numpy as np
 
-    # What the student's code will need anyway, imported before it can shadow anything.
-    import torch  # noqa: F401
-    import transformers
-    from transformers import GPT2LMHeadModel, GPT2Tokenizer  # noqa: F401
-
-    transformers.utils.logging.disable_progress_bar()
     from grader import jail
     from grader.lab import common
     from grader.lab.common import Collected, Job, StudentFailure, hf_assets, import_student
