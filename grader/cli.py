@@ -1,7 +1,9 @@
 """The ``grade`` command. A thin layer: options become a GradeConfig, the engine does the work.
 
-Only this module turns the grader's exceptions into exit codes: 1 when the
-grader cannot work (GraderError), 2 for bad usage (ConfigError).
+Each grading option is declared once (``GRADING_OPTIONS``) and shared by the commands
+that grade. Only this module turns the grader's exceptions into exit codes: 1 when the
+grader cannot work (GraderError), 2 for bad usage (ConfigError). It imports neither
+NumPy nor torch until a command needs them, so ``grade --help`` is quick.
 """
 
 from __future__ import annotations
@@ -10,15 +12,16 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
-from . import __version__
+from . import __version__, defaults
 from .config import DEFAULT_POINTS_FILE, GradeConfig, load_points
 from .errors import ConfigError, GraderError
-from .report import Report, TierResult, write_report
-from .sandbox import UID_RANGE, Limits
+from .sandbox.limits import Limits
 
 STATUS_COLOURS = {"passed": "green", "failed": "red", "error": "red", "timeout": "yellow", "skipped": "yellow"}
 
@@ -40,208 +43,182 @@ def main() -> None:
     \b
       grade SUBMISSION --out results.json     grade one submission (same as `grade run`)
       grade CLASS_DIR --out reports/ -j 2     grade a folder of submissions, resumably, in parallel
+      grade regrade REPORTS_DIR NAME...       regrade named students of a batch
+      grade summary REPORTS_DIR               gradebook.csv and summary.html from a folder of reports
       grade checkpoints build                 build the offline checkpoints
       grade template build                    regenerate student_template/ from reference/
-      grade summary REPORTS_DIR               class gradebook.csv and summary.html from a folder of reports
       grade gradescope build                  the autograder zip to upload to Gradescope
 
     \b
     Main grading options (all of them: `grade run --help`):
-      --out PATH            the Gradescope results.json to write [results.json]
+      --out PATH            the results.json (or, for a class, the folder) to write
       --model NAME_OR_DIR   tiny (default), wide, small, a local checkpoint folder, or a hub name
-      --timeout SECONDS     wall clock per tier in the student process [60]
-      --memory-mb MB        memory limit of the student process [6144]
+      --timeout SECONDS     wall clock per tier [60]
+      --memory-mb MB        memory limit of each student process [6144]
 
     Exit codes: 0 when a report was written (however the submission did), 1 when the grader
     itself cannot work (unreadable model, unwritable --out), 2 for bad usage.
     """
 
 
+def _option(*names: str, **kwargs: Any) -> Callable:
+    return click.option(*names, **kwargs)
+
+
+GRADING_OPTIONS = (
+    _option("--model", "-m", default=defaults.MODEL, show_default=True, metavar="NAME_OR_DIR",
+            help="Checkpoint to grade against: a built-in one (tiny, wide, small, medium, large), a local "
+                 "HuggingFace folder, or a hub name such as gpt2 (needs the hub or its cache)."),
+    _option("--second-model", default=defaults.SECOND_MODEL, show_default=True, metavar="NAME_OR_DIR|none",
+            help="A second checkpoint of another depth and width, for loaders hard-wired to 12 x 768; 'none' to skip."),
+    _option("--function-model", default=defaults.FUNCTION_MODEL, show_default=True, metavar="NAME_OR_DIR",
+            help="The small checkpoint the compare, intermediate and weights tiers test functions on."),
+    _option("--checkpoint-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+            help="Where built-in checkpoints live [default: $LAB04_CHECKPOINT_DIR or ~/.cache/lab04/checkpoints]."),
+    _option("--points", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+            help=f"TOML file of points per tier (defaults: {DEFAULT_POINTS_FILE.name}, summing to 100)."),
+    _option("--timeout", type=click.FloatRange(min=1), default=defaults.TIMEOUT_S, show_default=True,
+            help="Wall-clock seconds each tier may take."),
+    _option("--memory-mb", type=click.IntRange(min=1024), default=defaults.MEMORY_MB, show_default=True,
+            help="Address-space limit of each student process (1024 or more: torch alone needs it)."),
+    _option("--threads", type=click.IntRange(min=1), default=defaults.THREADS, show_default=True,
+            help="BLAS/OpenMP threads in each student process."),
+    _option("--processes", type=click.IntRange(min=8), default=defaults.PROCESSES, show_default=True,
+            help="Processes and threads the student's user may have."),
+    _option("--output-kb", type=click.IntRange(min=1), default=defaults.OUTPUT_KB, show_default=True,
+            help="Stdout and stderr kept from each student process, each; the rest is dropped."),
+    _option("--scratch-mb", type=click.IntRange(min=1), default=defaults.SCRATCH_MB, show_default=True,
+            help="Size of each student process's private /tmp."),
+    _option("--sandbox-uid", type=click.IntRange(min=1), default=None,
+            help=f"The unprivileged uid student code runs as when the grader is root [one per run from "
+                 f"{defaults.UID_RANGE[0]}-{defaults.UID_RANGE[1] - 1}]."),
+    _option("--no-isolation", is_flag=True,
+            help="Run student code without namespaces, a private root or a user of its own (debugging only)."),
+    _option("--require-isolation", is_flag=True,
+            help="Make a missing isolation layer a grader error (exit 1) instead of a note in the report."),
+    _option("--seed", type=int, default=None, help="Seed of the inputs, to replay a run (the report records it)."),
+    _option("--keep-workdir", is_flag=True, help="Keep the temporary folder (submission copy, logs) for debugging."),
+    _option("--quiet", "-q", is_flag=True, help="Print nothing but errors; the report is still written."),
+)  # fmt: skip
+BATCH_OPTIONS = (
+    _option("--jobs", "-j", type=click.IntRange(min=1), default=None,
+            help="Batch mode: submissions graded at once [1], capped by the memory available."),
+    _option("--force", is_flag=True,
+            help="Batch mode: regrade every submission, even with a current report or a changed configuration."),
+)  # fmt: skip
+
+
+def options(*groups: tuple[Callable, ...]) -> Callable:
+    """Apply option groups to a command (each option declared once above)."""
+
+    def apply(command: Callable) -> Callable:
+        for group in reversed(groups):
+            for option in reversed(group):
+                command = option(command)
+        return command
+
+    return apply
+
+
+def make_config(submission: Path, out: Path, **o: Any) -> GradeConfig:
+    """The frozen configuration from the command line's grading options."""
+    return GradeConfig(
+        submission=submission,
+        out=out,
+        model=o["model"],
+        second_model=None if o["second_model"].lower() == "none" else o["second_model"],
+        function_model=o["function_model"],
+        checkpoint_dir=o["checkpoint_dir"],
+        points=load_points(o["points"]),
+        limits=Limits(
+            timeout=o["timeout"],
+            memory_bytes=o["memory_mb"] << 20,
+            threads=o["threads"],
+            processes=o["processes"],
+            output_bytes=o["output_kb"] << 10,
+            scratch_bytes=o["scratch_mb"] << 20,
+            isolate=not o["no_isolation"],
+            require_isolation=o["require_isolation"],
+            uid=o["sandbox_uid"],
+        ),
+        keep_workdir=o["keep_workdir"],
+        seed=o["seed"],
+    )
+
+
 def _check_writable(out: Path) -> None:
     parent = out.resolve().parent
     if not parent.is_dir():
         raise GraderError(f"cannot write the report to {out}: the folder {parent} does not exist")
-    if not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
-        raise GraderError(f"cannot write the report to {out}: permission denied")
     if out.is_dir():
         raise GraderError(f"cannot write the report to {out}: it is a folder")
+    if not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise GraderError(f"cannot write the report to {out}: permission denied")
 
 
-def _print_progress(result: TierResult) -> None:
+def _print_progress(result: Any) -> None:
     colour = STATUS_COLOURS.get(result.status)
-    click.echo(
-        f"  {result.name:<10} " + click.style(f"{result.status:<8}", fg=colour) + f" {result.seconds:5.1f} s", err=True
-    )
+    click.echo(f"  {result.name:<12} " + click.style(f"{result.status:<8}", fg=colour) + f" {result.seconds:5.1f} s",
+               err=True)  # fmt: skip
 
 
-def print_summary(report: Report, out: Path) -> None:
+def print_summary(report: Any, out: Path) -> None:
     """A short table: one line per tier, the first line of its feedback."""
+    from .text import clean
+
     width = shutil.get_terminal_size((100, 20)).columns
-    decoder = "your decoder.py" if report.decoder == "submission" else "reference decoder"
-    click.echo(f"\nLab 04: {report.score:g}/{report.max_score:g} points  (model: {report.model.source}; {decoder})")
-    click.echo(f"  {'tier':<10} {'status':<8} {'points':>7}  detail")
+    model = report.models.get("primary", {}).get("source", "?")
+    click.echo(f"\nLab 04: {report.score:g}/{report.max_score:g} points  (model: {model}; GPTModel: {report.decoder})")
+    if report.start_here:
+        click.echo(clean(f"Start here: {report.start_here}", 400))
+    click.echo(f"  {'tier':<12} {'status':<8} {'points':>7}  detail")
     for t in report.tiers:
-        lines = t.detail.splitlines() or [""]
+        lines = clean(t.detail, 20_000).splitlines() or [""]
         first = lines[0]
         if first.endswith(":") and len(lines) > 1:  # a heading: show what it announces
             first = f"{first} {lines[1].lstrip(' -')}"
-        room = max(20, width - 33)
-        if len(first) > room:
-            first = first[: room - 3] + "..."
+        room = max(20, width - 35)
+        first = first if len(first) <= room else first[: room - 3] + "..."
         status = click.style(f"{t.status:<8}", fg=STATUS_COLOURS.get(t.status))
-        click.echo(f"  {t.name:<10} {status} {t.score:>3g}/{t.max_score:<3g}  {first}")
+        click.echo(f"  {t.name:<12} {status} {t.score:>3g}/{t.max_score:<3g}  {first}")
     click.echo(f"Report written to {out} ({report.execution_time:.1f} s). Full feedback is in each test's output.")
 
 
 @main.command("run")
 @click.argument("submission", type=click.Path(exists=True, path_type=Path))
-@click.option(
-    "--out",
-    "-o",
-    type=click.Path(path_type=Path),
-    default=Path("results.json"),
-    show_default=True,
-    help="Where to write the Gradescope results.json.",
-)
-@click.option(
-    "--model",
-    "-m",
-    default="tiny",
-    show_default=True,
-    metavar="NAME_OR_DIR",
-    help="Checkpoint to grade against: a built-in one (tiny, wide, small), a local HuggingFace "
-    "folder, or a hub name such as gpt2 (needs the hub or its cache).",
-)
-@click.option(
-    "--second-model",
-    default="wide",
-    show_default=True,
-    metavar="NAME_OR_DIR|none",
-    help="A second checkpoint with another depth and width, for loaders hard-wired to 12 x 768. 'none' to skip.",
-)
-@click.option(
-    "--checkpoint-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Where built-in checkpoints live [default: $LAB04_CHECKPOINT_DIR or ~/.cache/lab04/checkpoints].",
-)
-@click.option(
-    "--points",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help=f"TOML file of points per tier (defaults: {DEFAULT_POINTS_FILE.name}, summing to 100).",
-)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=1),
-    default=60.0,
-    show_default=True,
-    help="Wall-clock seconds each tier may take in the student process.",
-)
-@click.option(
-    "--memory-mb",
-    type=click.IntRange(min=256),
-    default=6144,
-    show_default=True,
-    help="Address-space limit of the student process.",
-)
-@click.option(
-    "--threads",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="BLAS/OpenMP threads for the student process.",
-)
-@click.option(
-    "--processes",
-    type=click.IntRange(min=8),
-    default=Limits.processes,
-    show_default=True,
-    help="Processes and threads the student's user may have (needs root).",
-)
-@click.option(
-    "--output-mb",
-    type=click.FloatRange(min=0.01),
-    default=Limits.output_bytes / 2**20,
-    show_default=True,
-    help="Stdout and stderr of the student process kept, each; the rest is dropped.",
-)
-@click.option(
-    "--hide",
-    "hide",
-    multiple=True,
-    type=click.Path(path_type=Path),
-    help="Another path the student process must not see (repeatable; needs root). The grader, the "
-    "reference, homes, temporary folders, the checkpoints and the report's folder are always hidden.",
-)
-@click.option(
-    "--sandbox-uid",
-    type=click.IntRange(min=1),
-    default=None,
-    help=f"The unprivileged uid student code runs as when the grader is root [one per run from "
-    f"{UID_RANGE[0]}-{UID_RANGE[1] - 1}].",
-)
-@click.option(
-    "--no-isolation",
-    is_flag=True,
-    help="Run student code without namespaces, hidden files or a user of its own (for debugging only).",
-)
-@click.option(
-    "--jobs",
-    "-j",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Batch mode: submissions graded at once [1], capped by the memory available at --memory-mb each.",
-)
-@click.option("--force", is_flag=True, help="Batch mode: regrade every submission, even those with a current report.")
-@click.option("--keep-workdir", is_flag=True, help="Keep the temporary folder (submission copy, logs) for debugging.")
-@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors; the report is still written.")
-def run(submission: Path, out: Path, model: str, second_model: str, checkpoint_dir: Path | None, points: Path | None,
-        timeout: float, memory_mb: int, threads: int, processes: int, output_mb: float, hide: tuple[Path, ...],
-        sandbox_uid: int | None, no_isolation: bool, jobs: int | None, force: bool, keep_workdir: bool,
-        quiet: bool) -> None:  # fmt: skip
-    """Grade SUBMISSION and write a Gradescope results.json.
+@click.option("--out", "-o", type=click.Path(path_type=Path), default=Path("results.json"), show_default=True,
+              help="The results.json to write; for a class, the folder of reports. A path ending in .json is "
+                   "always one submission.")  # fmt: skip
+@click.option("--format", "report_format", type=click.Choice(["gradescope", "prairielearn"]), default="gradescope",
+              show_default=True, help="The results format: Gradescope's results.json or PrairieLearn's.")  # fmt: skip
+@options(GRADING_OPTIONS, BATCH_OPTIONS)
+def run(submission: Path, out: Path, report_format: str, jobs: int | None, force: bool, quiet: bool,
+        **grading: Any) -> None:  # fmt: skip
+    """Grade SUBMISSION and write its report.
 
-    SUBMISSION is a folder holding pretrained.py (at its top or in src/, decoder.py optional), a .zip of
-    such a folder, or a .ipynb notebook. The exit code is 0 whenever the report was written, however the
-    submission did; 1 when the grader itself cannot work; 2 for bad usage.
+    SUBMISSION is a folder holding pretrained.py (at its top, in src/, or the course's chapter layout with
+    lab04_pretrained_weights/ and lab03_decoder_transformer/), a .zip of one, or a .ipynb notebook.
 
     \b
     Batch mode: when SUBMISSION is a folder of submissions (each sub-folder, .zip or .ipynb is one
-    student), or --jobs is given, OUT is a folder: one NAME.json per student, gradebook.csv and
-    summary.html. Re-running skips submissions whose report is current; --force regrades all.
+    student) or --jobs is given, OUT is a folder: one NAME.json per student, gradebook.csv and
+    summary.html. A re-run skips submissions whose report is current.
     """
-    from .batch import looks_like_class
-    from .engine import grade
+    from .grading.batch import looks_like_class
 
     try:
-        config = GradeConfig(
-            submission=submission,
-            out=out,
-            model=model,
-            second_model=None if second_model.lower() == "none" else second_model,
-            checkpoint_dir=checkpoint_dir,
-            points=load_points(points),
-            limits=Limits(
-                timeout=timeout,
-                memory_bytes=memory_mb * 2**20,
-                threads=threads,
-                processes=processes,
-                output_bytes=int(output_mb * 2**20),
-                isolate=not no_isolation,
-                uid=sandbox_uid,
-                hide=(*hide, *([points] if points else [])),
-            ),
-            keep_workdir=keep_workdir,
-        )
-        if jobs is not None or force or looks_like_class(submission):
-            _run_batch(config, jobs or 1, force, quiet)
+        config = make_config(submission, out, quiet=quiet, **grading)
+        single = out.suffix == ".json"
+        if not single and (jobs is not None or force or looks_like_class(submission)):
+            _run_batch(config, jobs or defaults.JOBS, force, quiet)
             return
         _check_writable(out)
         if not quiet:
-            click.echo(f"Grading {submission} against {model} ...", err=True)
+            click.echo(f"Grading {submission} against {config.model} ...", err=True)
+        from .grading.engine import grade
+
         report = grade(config, progress=None if quiet else _print_progress)
-        write_report(report, out)
+        _write(report, out, report_format)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     except GraderError as exc:
@@ -252,27 +229,37 @@ def run(submission: Path, out: Path, model: str, second_model: str, checkpoint_d
         print_summary(report, out)
 
 
-def _run_batch(config: GradeConfig, jobs: int, force: bool, quiet: bool) -> None:
-    """Grade a folder of submissions into the folder ``config.out``, with a progress bar."""
-    from .batch import BatchConfig, discover, memory_jobs, run_batch
-    from .summary import build_class_summary, class_result, load_rows
+def _write(report: Any, out: Path, report_format: str) -> None:
+    if report_format == "prairielearn":
+        from .outputs.prairielearn import write_prairielearn
+
+        write_prairielearn(report, out)
+    else:
+        from .outputs.report import write_report
+
+        write_report(report, out)
+
+
+def _run_batch(config: GradeConfig, jobs: int, force: bool, quiet: bool, only: tuple[str, ...] = ()) -> None:
+    """Grade a folder of submissions into the folder ``config.out``, with progress and an ETA."""
+    from .grading.batch import BatchConfig, State, discover, memory_jobs, run_batch
+    from .outputs.summary import build_class_summary, class_result, load_rows
 
     if not config.submission.is_dir():
         raise ConfigError(f"batch mode needs a folder of submissions, not {config.submission}")
     if config.out.exists() and not config.out.is_dir():
         raise ConfigError(f"batch mode writes one report per submission: --out must be a folder, not {config.out}")
-    allowed = memory_jobs(jobs, config.limits.memory_bytes)
+    allowed = memory_jobs(jobs, config.limits.memory_bytes * 2)
     if allowed < jobs and not quiet:
         click.echo(f"Running {allowed} job(s), not {jobs}: the available memory holds {allowed} student "
-                   f"process(es) at --memory-mb {config.limits.memory_bytes >> 20}.", err=True)  # fmt: skip
-    batch = BatchConfig(config.submission, config.out, config, jobs=allowed, force=force)
-
-    total = len(discover(config.submission))
-    with click.progressbar(length=total, label="Grading", show_eta=True, show_pos=True, file=sys.stderr,
-                           item_show_func=lambda o: o and f"{o.name}: {o.status}") as bar:  # fmt: skip
-        outcomes = run_batch(batch, progress=None if quiet else lambda outcome: bar.update(1, outcome))
+                   f"process pair(s) at --memory-mb {config.limits.memory_bytes >> 20}.", err=True)  # fmt: skip
+    batch = BatchConfig(config.submission, config.out, config, jobs=allowed, force=force, only=only)
+    total = len(only) if only else len(discover(config.submission))
+    previous = State(config.out / ".batch-state.json").mean_seconds() if config.out.is_dir() else None
+    reporter = _BatchProgress(total, allowed, previous, quiet)
+    outcomes = run_batch(batch, progress=reporter)
     failed = [f"{o.name}: {o.message}" for o in outcomes if o.status == "failed"]
-    gradebook, html = build_class_summary(config.out)
+    gradebook, html = build_class_summary(config.out, config.submission)
     graded = sum(o.status == "graded" for o in outcomes)
     current = sum(o.status == "current" for o in outcomes)
     click.echo(f"{graded} graded, {current} already current, {len(failed)} failed by the grader.")
@@ -282,6 +269,73 @@ def _run_batch(config: GradeConfig, jobs: int, force: bool, quiet: bool) -> None
     click.echo(f"Reports in {config.out}; gradebook {gradebook}; summary {html}")
 
 
+class _BatchProgress:
+    """One line per student when not on a terminal; a bar with an ETA from measured times on one."""
+
+    def __init__(self, total: int, jobs: int, mean: float | None, quiet: bool):
+        self.total, self.jobs, self.mean, self.quiet = total, jobs, mean, quiet
+        self.done, self.graded_seconds, self.graded = 0, 0.0, 0
+        self.started = time.monotonic()
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, outcome: Any) -> None:
+        self.done += 1
+        if outcome.status == "graded":
+            self.graded += 1
+            self.graded_seconds += outcome.seconds
+        if self.quiet:
+            return
+        mean = self.graded_seconds / self.graded if self.graded else self.mean
+        left = "?" if mean is None else f"{mean * (self.total - self.done) / self.jobs:.0f} s"
+        score = "" if outcome.score is None else f" {outcome.score:g}"
+        line = f"[{self.done}/{self.total}] {outcome.name}: {outcome.status}{score} ({outcome.seconds:.1f} s); ETA {left}"
+        if self.tty:
+            click.echo("\r" + line[:shutil.get_terminal_size((100, 20)).columns - 1].ljust(60), err=True,
+                       nl=self.done == self.total)  # fmt: skip
+        else:
+            click.echo(line, err=True)
+
+
+@main.command("regrade")
+@click.argument("reports_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("names", nargs=-1, required=True)
+@options(GRADING_OPTIONS)
+def regrade(reports_dir: Path, names: tuple[str, ...], quiet: bool, **grading: Any) -> None:
+    """Regrade the students NAMES of the batch in REPORTS_DIR (their submissions are found where the batch
+    found them), with the batch's options; other reports are kept."""
+    from .grading.batch import STATE_FILE, State
+
+    state = State(reports_dir / STATE_FILE)
+    if not state.source:
+        raise click.UsageError(f"{reports_dir} has no {STATE_FILE}: it is not the folder of a batch run")
+    try:
+        config = make_config(Path(state.source), reports_dir, quiet=quiet, **grading)
+        _run_batch(config, defaults.JOBS, False, quiet, only=names)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    except GraderError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command("summary")
+@click.argument("reports_dir", type=click.Path(path_type=Path))
+@click.option("--submissions", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The submissions folder, to flag reports whose submission is gone [default: the batch's].")  # fmt: skip
+def summary(reports_dir: Path, submissions: Path | None) -> None:
+    """(Re)build the class gradebook (CSV) and HTML summary from the reports (*.json) in REPORTS_DIR."""
+    from .outputs.summary import build_class_summary, class_result, load_rows
+
+    if not reports_dir.is_dir():
+        raise click.UsageError(f"REPORTS_DIR {reports_dir} is not a folder")
+    try:
+        written = build_class_summary(reports_dir, submissions)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write the summary: {exc.strerror or exc} ({exc.filename})") from None
+    for path in written:
+        click.echo(path)
+    click.echo(class_result(load_rows(reports_dir)))
+
+
 @main.group()
 def checkpoints() -> None:
     """Build and list the offline GPT-2 checkpoints."""
@@ -289,22 +343,16 @@ def checkpoints() -> None:
 
 @checkpoints.command("build")
 @click.argument("names", nargs=-1)
-@click.option(
-    "--all", "build_all", is_flag=True, help="Build every built-in checkpoint, the 124M-parameter 'small' too."
-)
-@click.option(
-    "--dir",
-    "root",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Target folder [default: $LAB04_CHECKPOINT_DIR or ~/.cache/lab04/checkpoints].",
-)
+@click.option("--all", "build_all", is_flag=True, help="Build every built-in checkpoint (large is 3 GB).")
+@click.option("--dir", "root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Target folder [default: $LAB04_CHECKPOINT_DIR or ~/.cache/lab04/checkpoints].")  # fmt: skip
 def checkpoints_build(names: tuple[str, ...], build_all: bool, root: Path | None) -> None:
     """Build checkpoints NAMES (default: tiny and wide). Deterministic; already built ones are kept."""
-    from .lab.checkpoints import default_root, ensure_checkpoint
-    from .models import BUILTIN
+    from lab04_checks.checkpoints import default_root, ensure_checkpoint
 
-    chosen = list(BUILTIN) if build_all else list(names) or ["tiny", "wide"]
+    from .grading.checkpoints import BUILTIN, DEFAULT_BUILD, weights_sha256
+
+    chosen = list(BUILTIN) if build_all else list(names) or list(DEFAULT_BUILD)
     unknown = [n for n in chosen if n not in BUILTIN]
     if unknown:
         raise click.UsageError(f"unknown checkpoint {unknown[0]!r}; choose from {', '.join(BUILTIN)}")
@@ -315,19 +363,20 @@ def checkpoints_build(names: tuple[str, ...], build_all: bool, root: Path | None
             folder = ensure_checkpoint(BUILTIN[name], root)
         except OSError as exc:
             raise click.ClickException(f"cannot build {name} in {root}: {exc}") from None
-        click.echo(f"{name:<6} {folder}  ({time.monotonic() - started:.1f} s)")
+        click.echo(f"{name:<6} {folder}  sha256 {weights_sha256(folder)}  ({time.monotonic() - started:.1f} s)")
 
 
 @checkpoints.command("list")
 @click.option("--dir", "root", type=click.Path(file_okay=False, path_type=Path), default=None)
 def checkpoints_list(root: Path | None) -> None:
     """Show the built-in checkpoints and whether they are built."""
-    from .lab.checkpoints import default_root, is_built
-    from .models import BUILTIN, BUILTIN_HELP
+    from lab04_checks.checkpoints import default_root
+
+    from .grading.checkpoints import BUILTIN, BUILTIN_HELP
 
     root = root or default_root()
-    for name, spec in BUILTIN.items():
-        state = "built" if is_built(spec, root / name) else "not built"
+    for name in BUILTIN:
+        state = "built" if (root / name / "lab04-checkpoint.json").is_file() else "not built"
         click.echo(f"{name:<6} {state:<10} {BUILTIN_HELP[name]}  [{root / name}]")
 
 
@@ -338,15 +387,11 @@ def template() -> None:
 
 @template.command("build")
 @click.option("--check", is_flag=True, help="Only compare; exit 1 if student_template/ is out of date.")
-@click.option(
-    "--dest",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Target folder [default: student_template/ beside reference/].",
-)
+@click.option("--dest", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Target folder [default: student_template/ beside reference/].")  # fmt: skip
 def template_build(check: bool, dest: Path | None) -> None:
     """Regenerate student_template/ (stubs, tests, notebook, checks) from reference/."""
-    from .template import REPO, TemplateError, build_template, differences
+    from .artifacts.template import REPO, TemplateError, build_template, differences
 
     dest = dest or REPO / "student_template"
     try:
@@ -362,90 +407,9 @@ def template_build(check: bool, dest: Path | None) -> None:
     click.echo(f"Wrote {len(written)} files to {dest}")
 
 
-@main.command("summary")
-@click.argument("reports_dir", type=click.Path(path_type=Path))
-@click.option("--gradebook", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Where to write the CSV gradebook [default: REPORTS_DIR/gradebook.csv].")  # fmt: skip
-@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Where to write the HTML summary [default: REPORTS_DIR/summary.html].")  # fmt: skip
-def summary(reports_dir: Path, gradebook: Path | None, html_path: Path | None) -> None:
-    """(Re)build the class gradebook (CSV) and HTML summary from the reports (*.json) in REPORTS_DIR."""
-    from .summary import GRADEBOOK_NAME, SUMMARY_NAME, class_result, load_rows, write_gradebook, write_summary
-
-    if not reports_dir.is_dir():
-        raise click.UsageError(f"REPORTS_DIR {reports_dir} is not a folder")
-    rows = load_rows(reports_dir)
-    try:
-        written = [write_gradebook(rows, gradebook or reports_dir / GRADEBOOK_NAME),
-                   write_summary(rows, html_path or reports_dir / SUMMARY_NAME)]  # fmt: skip
-    except OSError as exc:
-        raise click.ClickException(f"cannot write the summary: {exc.strerror or exc} ({exc.filename})") from None
-    for path in written:
-        click.echo(path)
-    click.echo(class_result(rows))
-
-
 @main.group()
 def gradescope() -> None:
     """Build the Gradescope autograder bundle."""
-
-
-@gradescope.command("build")
-@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), default=Path("autograder.zip"),
-              show_default=True, help="The zip to upload to Gradescope.")  # fmt: skip
-@click.option("--model", "-m", default="tiny", show_default=True, metavar="NAME_OR_DIR",
-              help="Checkpoint to bake into the image: a built-in one (tiny, wide, small), a local HuggingFace "
-              "folder (shipped in the zip), or a hub name such as gpt2 (needs --revision and --sha256).")  # fmt: skip
-@click.option("--revision", default=None, metavar="COMMIT", help="For a hub --model: the commit to download.")
-@click.option("--sha256", default=None, metavar="HASH", help="For a hub --model: the sha256 of its model.safetensors.")
-@click.option("--second-model", default="wide", show_default=True, metavar="NAME_OR_DIR|none",
-              help="A second checkpoint of another depth and width, baked in too; 'none' to skip.")  # fmt: skip
-@click.option("--second-revision", default=None, metavar="COMMIT", help="For a hub --second-model.")
-@click.option("--second-sha256", default=None, metavar="HASH", help="For a hub --second-model.")
-@click.option("--checkpoint-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where built-in checkpoints are built here to record their hash "
-              "[default: $LAB04_CHECKPOINT_DIR or ~/.cache/lab04/checkpoints].")  # fmt: skip
-@click.option("--points", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="TOML file of points per tier (defaults: points.toml, summing to 100).")  # fmt: skip
-@click.option("--timeout", type=click.FloatRange(min=1), default=60.0, show_default=True,
-              help="Wall-clock seconds each tier may take in the student process.")  # fmt: skip
-@click.option("--memory-mb", type=click.IntRange(min=256), default=6144, show_default=True,
-              help="Address-space limit of the student process.")  # fmt: skip
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
-              help="BLAS/OpenMP threads for the student process.")  # fmt: skip
-@click.option("--deadline", type=click.IntRange(min=60), default=540, show_default=True,
-              help="Seconds after which run_autograder stops the grader and reports the failure itself; "
-              "keep it below the assignment's time-out on Gradescope (10 minutes by default).")  # fmt: skip
-def gradescope_build(out: Path, model: str, revision: str | None, sha256: str | None, second_model: str,
-                     second_revision: str | None, second_sha256: str | None, checkpoint_dir: Path | None,
-                     points: Path | None, timeout: float, memory_mb: int, threads: int, deadline: int) -> None:  # fmt: skip
-    """Write the autograder zip to upload to Gradescope: setup.sh and run_autograder at its root, the
-    grader's source, lab04.conf (the options and the checkpoint pins) and any local checkpoint.
-
-    setup.sh bakes the checkpoints into the image, checked by sha256, so grading never needs the
-    network. Exit codes: 0 when the zip was written, 1 when it cannot be, 2 for bad usage (a hub
-    model without --revision and --sha256, for example).
-    """
-    from .gradescope import build_bundle, bundle_config
-
-    try:
-        config = bundle_config(out, model, second_model, revision=revision, sha256=sha256,
-                               second_revision=second_revision, second_sha256=second_sha256,
-                               checkpoint_dir=checkpoint_dir, points=points, timeout=timeout, memory_mb=memory_mb,
-                               threads=threads, deadline=deadline)  # fmt: skip
-        entries = build_bundle(config)
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
-    except GraderError as exc:
-        raise click.ClickException(str(exc)) from None
-    for role, pin in (("model", config.model), ("second model", config.second_model)):
-        if pin is None:
-            click.echo(f"{role:<13} none")
-        else:
-            at = f" @ {pin.revision}" if pin.revision else ""
-            click.echo(f"{role:<13} {pin.kind} {pin.name}{at}  ({pin.weights} sha256 {pin.sha256[:16]}...)")
-    click.echo(f"Wrote {out} ({len(entries)} files, {out.stat().st_size / 2**20:.1f} MB). Upload it in Gradescope: "
-               "Configure Autograder > Zip file upload (see README.md, On Gradescope).")  # fmt: skip
 
 
 if __name__ == "__main__":  # pragma: no cover

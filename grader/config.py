@@ -1,4 +1,4 @@
-"""The grading configuration: one frozen object built from the command line."""
+"""The grading configuration: one frozen object built from the command line (or a test)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import defaults
 from .errors import ConfigError
-from .lab.tiers import TIER_NAMES
-from .sandbox import Limits
+from .sandbox.limits import Limits
 
 DEFAULT_POINTS_FILE = Path(__file__).with_name("points.toml")
 
@@ -22,9 +22,11 @@ def load_points(path: Path | None = None) -> dict[str, float]:
 
 
 def _read_points(path: Path) -> dict[str, float]:
+    from .grading.tiers import TIER_NAMES
+
     try:
         data = tomllib.loads(Path(path).read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read the points file {path}: {exc}") from None
     unknown = sorted(set(data) - set(TIER_NAMES))
     if unknown:
@@ -41,9 +43,11 @@ class GradeConfig:
 
     submission: Path
     out: Path
-    model: str = "tiny"
-    second_model: str | None = "wide"
+    model: str = defaults.MODEL
+    second_model: str | None = defaults.SECOND_MODEL
+    function_model: str = defaults.FUNCTION_MODEL
     checkpoint_dir: Path | None = None
     points: dict[str, float] = field(default_factory=load_points)
     limits: Limits = field(default_factory=Limits)
     keep_workdir: bool = False
+    seed: int | None = None  # the inputs' seed; None draws a fresh one (tests fix it)

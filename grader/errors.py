@@ -7,3 +7,7 @@ class GraderError(Exception):
 
 class ConfigError(GraderError):
     """A bad option value or configuration file: exit 2."""
+
+
+class SandboxError(GraderError):
+    """The sandbox itself failed (a student process that cannot start, isolation that is required but missing)."""

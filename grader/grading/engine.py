@@ -1,0 +1,248 @@
+"""Grade one submission: prepare it, start its sandboxed processes, run every tier, build the report.
+
+The path of one submission, in order: ``submission.prepare`` lays it out; the expected
+values are ready (``prepare_expectations``: checkpoints first, then the inputs chosen
+for this run, then the truth on them); a ``Session`` starts the two student processes;
+each tier of ``TIERS`` runs under its own deadline and returns a ``Verdict``; the
+verdicts become the ``Report`` (``grader.outputs.report``), which the caller writes.
+Nothing a submission does raises out of here: every failure becomes a tier's result.
+"""
+
+from __future__ import annotations
+
+import platform
+import resource
+import shutil
+import tempfile
+import threading
+import time
+import traceback
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+
+from lab04_checks.contract import LOGITS_RTOL, WEIGHTS_RTOL
+
+from .. import __version__
+from ..config import GradeConfig
+from ..errors import GraderError
+from ..outputs.report import Report, TierResult
+from ..sandbox.limits import Limits
+from ..sandbox.process import Zygote
+from ..sandbox.protocol import ProtocolError
+from . import inputs as inputs_module
+from .checkpoints import ModelSource, resolve_model
+from .session import Deadline, Session, Stop
+from .submission import Prepared, prepare
+from .tiers import TIERS
+from .tiers.base import Verdict, from_failure
+from .truth import Expected
+
+Progress = Callable[[TierResult], None]
+INTERNAL = "The grader hit an internal problem on this tier (not your fault); course staff have the details."
+
+
+@dataclass
+class Expectations:
+    """The trusted side of grading: checkpoints by role, the inputs of this run, the truth on them."""
+
+    roles: dict[str, str]
+    checkpoints: dict[str, Expected]
+    sources: dict[str, ModelSource]
+    inputs: inputs_module.Inputs
+
+    def warm(self) -> None:
+        """Compute what every submission needs, once (a batch does it before its jobs start)."""
+        primary = self.checkpoints[self.roles["primary"]]
+        primary.warm(*(item.ids for item in self.inputs.logits))
+        if self.roles.get("second"):
+            self.checkpoints[self.roles["second"]].warm(self.inputs.second.ids)
+        self.checkpoints[self.roles["function"]].warm()
+
+
+def prepare_expectations(config: GradeConfig, seed: int | None = None) -> Expectations:
+    """Resolve the checkpoints and choose this run's inputs; GraderError when a model is unusable."""
+    sources = {"primary": resolve_model(config.model, config.checkpoint_dir)}
+    if config.second_model:
+        sources["second"] = resolve_model(config.second_model, config.checkpoint_dir)
+    function = resolve_model(config.function_model, config.checkpoint_dir)
+    # The function tiers test functions, not scale: the smaller of the function model and the primary.
+    if sources["primary"].shape.parameters <= function.shape.parameters:
+        function = sources["primary"]
+    sources["function"] = function
+    checkpoints: dict[str, Expected] = {}
+    roles = {}
+    for role, source in sources.items():
+        if source.name in checkpoints and checkpoints[source.name].source.sha256 != source.sha256:
+            raise GraderError(f"two different checkpoints are both called {source.name!r}")
+        checkpoints.setdefault(source.name, Expected(source))
+        roles[role] = source.name
+    second = sources.get("second")
+    chosen = inputs_module.choose(sources["primary"].shape, second.shape if second else None,
+                                  config.seed if seed is None else seed)  # fmt: skip
+    return Expectations(roles, checkpoints, sources, chosen)
+
+
+def start_zygotes(limits: Limits, folder: Path) -> dict[str, Zygote]:
+    """The two fork servers: one with torch and transformers imported, one without."""
+    return {flavour: Zygote(flavour, limits.threads, folder / f"zygote-{flavour}.log") for flavour in ("torch", "numpy")}
+
+
+def _versions() -> dict[str, str]:
+    def version(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return {"python": platform.python_version(), "numpy": np.__version__, "torch": version("torch"),
+            "transformers": version("transformers"), "grader": __version__}  # fmt: skip
+
+
+def _run_tier(tier: ModuleType, session: Session, timeout: float, internal: list[str]) -> Verdict:
+    """One tier under its own deadline; nothing the submission does escapes as an exception."""
+    try:
+        return tier.run(session, Deadline(timeout))
+    except Stop as stop:
+        return from_failure(stop.failure)
+    except ProtocolError as exc:
+        return Verdict("error", f"The student process sent a reply the grader cannot accept ({exc}); nothing of it "
+                                "counts.")  # fmt: skip
+    except Exception:  # noqa: BLE001 - a bug of ours must not cost the student the report
+        internal.append(f"{tier.NAME}:\n{traceback.format_exc(limit=12)}")
+        return Verdict("error", INTERNAL)
+
+
+def start_here(results: list[TierResult]) -> str:
+    """The one root cause that explains several failed tiers, in words, or ''."""
+    failed = [r for r in results if r.status != "passed" and r.max_score > 0]
+    counts = Counter(key for r in failed for key in r.causes)
+    if not counts:
+        return ""
+    key, count = counts.most_common(1)[0]
+    if count < 2:
+        return ""
+    text = next(r.causes[key] for r in failed if key in r.causes)
+    lost = sum(r.max_score - r.score for r in failed if key in r.causes)
+    return f"fix this first: {text}. It causes {count} of your {len(failed)} failed tiers ({lost:g} points)."
+
+
+def _sandbox_report(session: Session | None, limits: Limits) -> dict:
+    if session is None:
+        return {}
+    out: dict = {"uid": session.uid}
+    missing: list[str] = []
+    for agent in (session.torch, session.numpy):
+        if agent.process is not None and agent.process.layers:
+            out[agent.flavour] = agent.process.layers
+            missing += [m for m in agent.process.layers.get("unavailable", []) if m not in missing]
+    out["unavailable"] = missing
+    if missing and limits.isolate:
+        out["student_warning"] = ("Note: on this grading machine your code ran with less isolation than usual "
+                                  "(course staff can see why); this does not change your score.")  # fmt: skip
+    return out
+
+
+def grade(config: GradeConfig, progress: Progress | None = None, expectations: Expectations | None = None,
+          zygotes: dict[str, Zygote] | None = None) -> Report:  # fmt: skip
+    """Grade ``config.submission`` and return the report (the caller writes it).
+
+    A batch passes ``expectations`` and ``zygotes`` so that they are made once."""
+    started = time.monotonic()
+    scratch = Path(tempfile.mkdtemp(prefix="lab04-grade-"))
+    scratch.chmod(0o755)
+    own = zygotes is None
+    internal: list[str] = []
+    results: list[TierResult] = []
+    session: Session | None = None
+    prepared: Prepared | None = None
+    stdout = stderr = ""
+    try:
+        if own:
+            zygotes = start_zygotes(config.limits, scratch)  # they import torch while we prepare
+        prepared = prepare(config.submission, scratch / "submission")
+        expectations = expectations or prepare_expectations(config)
+        if prepared.problem:
+            for tier in TIERS:
+                results.append(TierResult(tier.NAME, tier.TITLE, "error", 0.0, config.points[tier.NAME],
+                                          f"Your submission could not be used: {prepared.problem}."))  # fmt: skip
+        else:
+            session = Session(prepared, expectations, config.limits, zygotes, scratch)
+            warming = threading.Thread(target=expectations.warm, daemon=True)
+            warming.start()  # the truth is computed while the student processes start
+            session.start()
+            warming.join()
+            for tier in TIERS:
+                tier_started = time.monotonic()
+                verdict = _run_tier(tier, session, config.limits.timeout, internal)
+                max_score = config.points[tier.NAME]
+                result = TierResult(tier.NAME, tier.TITLE, verdict.status,
+                                    max_score if verdict.status == "passed" else 0.0, max_score,
+                                    prepared.rename(verdict.detail), time.monotonic() - tier_started,
+                                    verdict.max_diff, verdict.tolerance, verdict.facts, verdict.mistakes,
+                                    verdict.causes)  # fmt: skip
+                results.append(result)
+                if progress:
+                    progress(result)
+    finally:
+        if session is not None:
+            session.close()
+            outs = [a.process.output() for a in (session.torch, session.numpy) if a.process is not None]
+            stdout = "\n".join(o[0] for o in outs if o[0])
+            stderr = "\n".join(o[1] for o in outs if o[1])
+        if own and zygotes:
+            for zygote in zygotes.values():
+                zygote.close()
+        if not config.keep_workdir:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return _report(config, prepared, expectations, session, results, internal, stdout, stderr, scratch, started)
+
+
+def _report(config: GradeConfig, prepared: Prepared | None, expectations: Expectations | None,
+            session: Session | None, results: list[TierResult], internal: list[str], stdout: str, stderr: str,
+            scratch: Path, started: float) -> Report:  # fmt: skip
+    submission = {"path": str(config.submission)}
+    if prepared is not None:
+        submission.update(kind=prepared.kind, module=prepared.module, files=prepared.files[:200],
+                          notes=prepared.notes, problem=prepared.problem)  # fmt: skip
+    if config.keep_workdir:
+        submission["workdir"] = str(scratch)
+    imported = session.torch.imported if session is not None else None
+    decoder = imported.model_class.origin if imported and imported.model_class else "none"
+    limits = config.limits
+    resources = {"grader_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    if session is not None:
+        for agent in (session.torch, session.numpy):
+            p = agent.process
+            if p is not None:
+                resources[f"{agent.flavour}_startup_seconds"] = round(p.startup_seconds, 3)
+                resources[f"{agent.flavour}_starts"] = p.starts
+                resources[f"{agent.flavour}_peak_rss_mb"] = round(p.peak_rss_bytes / 2**20, 1)
+        resources["requests"] = session.requests
+    notes = list(session.notes) if session is not None else []
+    return Report(
+        tiers=results,
+        decoder=decoder,
+        models={role: expectations.sources[role].info() for role in expectations.roles} if expectations else {},
+        submission=submission,
+        tolerances={"logits": f"max |diff| <= {LOGITS_RTOL:g} * max(1, max |GPT-2 logit|)",
+                    "logits_rtol": LOGITS_RTOL, "weights_rtol": WEIGHTS_RTOL},  # fmt: skip
+        versions=_versions(),
+        limits={"timeout_s": limits.timeout, "memory_bytes": limits.memory_bytes, "threads": limits.threads,
+                "processes": limits.processes, "file_bytes": limits.file_bytes, "scratch_bytes": limits.scratch_bytes,
+                "output_bytes": limits.output_bytes},  # fmt: skip
+        sandbox=_sandbox_report(session, limits),
+        execution_time=time.monotonic() - started,
+        student_stdout=stdout,
+        student_stderr=stderr,
+        internal_errors=internal,
+        resources=resources,
+        start_here=start_here(results),
+        notes=notes,
+        seed=expectations.inputs.seed if expectations else None,
+    )

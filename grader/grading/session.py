@@ -1,0 +1,567 @@
+"""One student's grading: their two sandboxed processes and what the tiers learn, shared between tiers.
+
+The "torch" process imports the submission with torch and transformers, so loaders and
+comparison functions run as written. The "numpy" process has neither (inert stand-ins):
+the judged forward passes run there, on the model the torch process built and pickled.
+Both are started at once (their start overlaps the trusted side's own preparation) and
+restarted on demand after a crash or a time-out. Whatever a tier needs that an earlier
+tier already did (the import, a load) is kept, failures included, so one hang costs one tier.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lab04_checks.contract import attribute_paths
+
+from .. import defaults
+from ..errors import SandboxError
+from ..sandbox import protocol
+from ..sandbox.limits import Limits
+from ..sandbox.plan import CHECKPOINTS, FALLBACK, build_plan
+from ..sandbox.process import StudentProcess, Zygote
+from ..sandbox.protocol import Desc, ProtocolError, Raised, Reply, Signature
+from .submission import Prepared
+from .truth import Expected
+
+REFERENCE_DECODER = Path(__file__).resolve().parents[2] / "reference" / "decoder.py"
+COURSE_FUNCTIONS = ("get_gpt2_config", "create_gpt2_model", "get_weight_mapping", "load_gpt2_weights",
+                    "compare_outputs", "compare_intermediate_outputs", "analyze_weight_differences",
+                    "generate_text")  # fmt: skip
+TIE = "lm_head.weight"
+_uids = itertools.count()
+
+
+def next_uid() -> int:
+    """A uid for one grading run: distinct across the runs of a batch and, very likely, across processes."""
+    low, high = defaults.UID_RANGE
+    return low + (os.getpid() * 97 + next(_uids)) % (high - low)
+
+
+class Deadline:
+    """A point in time all of one tier's requests must finish by."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+
+    def __float__(self) -> float:
+        return self.end
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why something a tier needed from the student's code did not happen, in words for the student."""
+
+    kind: str  # raised | timeout | crashed | protocol | error | skipped
+    text: str
+    raised: Raised | None = None
+
+
+class Stop(Exception):
+    """Raised inside a tier when the student's code failed in a way that ends the tier."""
+
+    def __init__(self, failure: Failure):
+        super().__init__(failure.text)
+        self.failure = failure
+
+
+def failure_of(reply: Reply, what: str, limits: Limits) -> Failure:
+    """A non-ok reply as a Failure naming ``what`` was running."""
+    if reply.status == "raised":
+        return Failure("raised", reply.raised.summary(), reply.raised)
+    if reply.status == "timeout":
+        where = f"; it was at {reply.where}" if reply.where else ""
+        return Failure("timeout", f"{what} did not finish within {limits.timeout:g} s{where}. Look for an endless "
+                                  "loop or very slow code; printing large arrays also takes long.")  # fmt: skip
+    if reply.status == "crashed":
+        where = f" ({reply.where})" if reply.where else ""
+        return Failure("crashed", f"While running {what}, {reply.detail}{where}.")
+    if reply.status == "protocol":
+        return Failure("protocol", f"While running {what}, the student process sent a reply the grader cannot "
+                                   f"accept ({reply.detail}); nothing of it counts.")  # fmt: skip
+    return Failure("error", f"While running {what}, the grader's agent failed ({reply.detail}).")
+
+
+@dataclass(frozen=True)
+class ModelClass:
+    origin: str  # the student's file that defines GPTModel, or "reference"
+    init: Signature | None
+    call: Signature | None
+    forward: Signature | None
+
+
+@dataclass(frozen=True)
+class Imported:
+    """What importing the submission showed: its functions, its GPTModel, notebook cells that raised."""
+
+    functions: dict[str, Signature | None]
+    model_class: ModelClass | None
+    cells: tuple[dict[str, Any], ...] = ()
+
+    def has(self, name: str) -> bool:
+        return self.functions.get(name) is not None
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What one attribute path held, as the agent read it."""
+
+    kind: str  # array | tensor | object | missing
+    dtype: str = ""
+    shape: tuple[int, ...] = ()
+    digest: str = ""
+    oid: int = 0
+    type_name: str = ""
+    error: str = ""
+    array: int | None = None
+
+
+def _entry(value: Any, what: str) -> Entry:
+    value = protocol.mapping(value, what, 12)
+    kind = value.get("t")
+    if kind not in ("array", "tensor", "object", "missing"):
+        raise ProtocolError(f"{what}: an unknown kind")
+    if kind == "missing":
+        return Entry("missing", error=protocol.text(value.get("error", ""), what, 400))
+    shape = tuple(protocol.integer(n, what, 0) for n in protocol.sequence(value.get("shape", []), what, 8))
+    digest = value.get("digest", "")
+    if digest and (not isinstance(digest, str) or len(digest) != 64):
+        raise ProtocolError(f"{what}: a digest that is not sha256")
+    return Entry(kind, dtype=protocol.text(value.get("dtype", ""), what, 40), shape=shape, digest=digest,
+                 oid=protocol.integer(value.get("oid", 0), what, 0), type_name=protocol.text(value.get("type", ""),
+                 what, 200), array=protocol.integer(value.get("a"), what, 0, optional=True))  # fmt: skip
+
+
+@dataclass
+class Load:
+    """One run of the student's loader on one checkpoint, as the shapes tier and later tiers need it."""
+
+    expected: Expected
+    failure: Failure | None = None
+    before: dict[str, Entry] = field(default_factory=dict)
+    after: dict[str, Entry] = field(default_factory=dict)
+    returned: Desc | None = None
+    model: int = 0  # the model's handle in the torch process
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)  # attributes whose digest differs
+    blob: int = -1  # the pickled model: a sealed memfd, its first ``blob_size`` bytes
+    blob_size: int = 0
+    blob_problem: str = ""
+    process_start: int = 0  # which start of the torch process holds ``model``
+    dotted: list[str] = field(default_factory=list)  # attribute names with a dot (setattr with a whole path)
+
+
+class Agent:
+    """One student process (torch or numpy flavour) with the submission imported in it."""
+
+    def __init__(self, session: Session, flavour: str):
+        self.session = session
+        self.flavour = flavour
+        self.process: StudentProcess | None = None
+        self.imported: Imported | None = None
+        self.import_failure: Failure | None = None
+        self.handles: dict[str, int] = {}  # per start of the process
+
+    def start(self) -> None:
+        s = self.session
+        if self.process is None:
+            root = s.scratch / f"root-{self.flavour}"
+            root.mkdir(exist_ok=True)
+            checkpoints = {e.name: s.readable_checkpoint(e.name) for e in s.checkpoints.values()}
+            plan = build_plan(self.flavour, root, s.prepared.work, s.prepared.code_folder, checkpoints,
+                              s.fallback, s.limits.scratch_bytes, s.uid)  # fmt: skip
+            self.process = StudentProcess(s.zygotes[self.flavour], plan, s.limits, s.scratch, self.flavour, s.uid)
+        if not self.process.alive:
+            self.imported = None
+            self.handles = {}
+            self.process.start()
+
+    def checkpoint_path(self, name: str) -> str:
+        return self.process.path(self.session.checkpoints[name].source.path, f"{CHECKPOINTS}/{name}")
+
+    def ready(self, deadline: Deadline) -> Imported:
+        """The submission imported in a live process; ``Stop`` when importing it failed."""
+        if self.import_failure is not None:
+            raise Stop(self.import_failure)
+        self.start()
+        if self.imported is not None:
+            return self.imported
+        try:
+            self.process.wait_ready()  # its view of the file system decides the paths below
+        except SandboxError:
+            raise
+        p = self.session.prepared
+        request = {
+            "module": p.module,
+            "names": list(COURSE_FUNCTIONS),
+            "model_class": [["attribute", "GPTModel"], *(["file", f] for f in p.decoders),
+                            ["reference", self.process.path(self.session.fallback / "decoder.py",
+                                                            f"{FALLBACK}/decoder.py")]],  # fmt: skip
+            "path_back": [self.process.path(self.session.fallback, FALLBACK)],
+            "reference": self.process.path(self.session.fallback / "decoder.py", f"{FALLBACK}/decoder.py"),
+        }
+        reply = self.process.request("import", request, float(deadline), budget=0)
+        if not reply.ok:
+            failure = failure_of(reply, f"importing {p.module_label}", self.session.limits)
+            # The same code fails the same way: never import it again. A hang or a crash costs one tier.
+            if reply.status in ("raised", "protocol"):
+                self.import_failure = failure
+            elif reply.status in ("timeout", "crashed"):
+                what = "timed out" if reply.status == "timeout" else "crashed"
+                self.import_failure = Failure("skipped", f"importing {p.module_label} {what} in an earlier tier")
+            raise Stop(failure)
+        try:
+            self.imported = _imported(reply.fields)
+        except ProtocolError as exc:
+            self.import_failure = Failure("protocol", f"importing {p.module_label}: the reply cannot be used ({exc})")
+            raise Stop(self.import_failure) from None
+        return self.imported
+
+    def ask(self, op: str, fields: dict, deadline: Deadline, what: str, **kwargs: Any) -> Reply:
+        """One request that must succeed; ``Stop`` with the failure otherwise."""
+        reply = self.try_ask(op, fields, deadline, what, **kwargs)
+        if not reply.ok:
+            raise Stop(failure_of(reply, what, self.session.limits))
+        return reply
+
+    def try_ask(self, op: str, fields: dict, deadline: Deadline, what: str, **kwargs: Any) -> Reply:
+        """One request whatever its outcome (after importing the submission)."""
+        self.ready(deadline)
+        reply = self.process.request(op, fields, float(deadline), **kwargs)
+        self.session.requests += 1
+        return reply
+
+    def close(self) -> None:
+        if self.process is not None:
+            self.process.close()
+
+
+def _imported(fields: dict) -> Imported:
+    functions = protocol.mapping(fields.get("functions", {}), "the functions", 64)
+    protocol.only_keys(functions, set(COURSE_FUNCTIONS), "the functions")
+    found = {name: protocol.signature(functions.get(name), name) for name in COURSE_FUNCTIONS}
+    model_class = None
+    raw = fields.get("model_class")
+    if raw is not None:
+        raw = protocol.mapping(raw, "the model class", 8)
+        origin = protocol.text(raw.get("origin", ""), "the origin", 300) or "?"
+        if raw.get("how") == "reference":
+            origin = "reference"
+        model_class = ModelClass(origin, protocol.signature(raw.get("init"), "GPTModel"),
+                                 protocol.signature(raw.get("call"), "GPTModel.__call__"),
+                                 protocol.signature(raw.get("forward"), "GPTModel.forward"))  # fmt: skip
+    cells = []
+    for cell in protocol.sequence(fields.get("cells", []), "the cells", 50):
+        cell = protocol.mapping(cell, "a cell", 8)
+        cells.append({"cell": protocol.integer(cell.get("cell"), "a cell", 0, 10**6),
+                      "type": protocol.text(cell.get("type", ""), "a cell", 100),
+                      "message": protocol.text(cell.get("message", ""), "a cell", 300),
+                      "line": protocol.integer(cell.get("line"), "a cell", 0, 10**6, optional=True)})  # fmt: skip
+    return Imported(found, model_class, tuple(cells))
+
+
+class Session:
+    """Everything one student's grading shares between tiers."""
+
+    def __init__(self, prepared: Prepared, expectations: Any, limits: Limits, zygotes: dict[str, Zygote],
+                 scratch: Path) -> None:  # fmt: skip
+        self.prepared = prepared
+        self.expectations = expectations
+        self.inputs = expectations.inputs
+        self.roles: dict[str, str] = expectations.roles  # primary, second (optional), function -> checkpoint name
+        self.checkpoints: dict[str, Expected] = expectations.checkpoints  # by name
+        self.limits = limits
+        self.zygotes = zygotes
+        self.scratch = scratch
+        self.uid = limits.uid if limits.uid is not None else next_uid()
+        self.fallback = scratch / "fallback"
+        self.fallback.mkdir(exist_ok=True)
+        shutil.copyfile(REFERENCE_DECODER, self.fallback / "decoder.py")
+        for folder in (self.fallback, self.scratch):
+            folder.chmod(0o755)
+        self.torch = Agent(self, "torch")
+        self.numpy = Agent(self, "numpy")
+        self.loads: dict[str, Load] = {}
+        self.adopted: dict[tuple[str, int], int] = {}  # (checkpoint, start of the numpy process) -> handle
+        self.requests = 0
+        self.notes: list[str] = []
+        self.cache: dict[Any, Any] = {}
+
+    def readable_checkpoint(self, name: str) -> Path:
+        """The checkpoint folder as the student's uid can read it: itself, or a staged copy (hard links)."""
+        source = self.checkpoints[name].source.path
+        if _world_readable(source):
+            return source
+        staged = self.scratch / "checkpoints" / name
+        if not staged.is_dir():
+            staged.mkdir(parents=True)
+            (self.scratch / "checkpoints").chmod(0o755)
+            staged.chmod(0o755)
+            for entry in sorted(source.iterdir()):
+                real = entry.resolve()  # the hub cache holds symbolic links into its blobs folder
+                if not real.is_file():
+                    continue
+                try:
+                    if not real.stat().st_mode & 0o004:
+                        raise PermissionError("not world-readable")  # a link would not help: copy
+                    os.link(real, staged / entry.name)
+                except OSError:
+                    shutil.copyfile(real, staged / entry.name)
+                    (staged / entry.name).chmod(0o644)
+        return staged
+
+    @property
+    def primary_name(self) -> str:
+        return self.roles["primary"]
+
+    def load_order(self) -> list[str]:
+        """The checkpoints the loader runs on: the primary, then the second one."""
+        return [self.roles[r] for r in ("primary", "second") if self.roles.get(r)]
+
+    def expected(self, role: str) -> Expected:
+        return self.checkpoints[self.roles[role]]
+
+    def start(self) -> None:
+        """Start both student processes now; their start overlaps the caller's own preparation."""
+        self.torch.start()
+        self.numpy.start()
+
+    # ---------------------------------------------------------------- models
+
+    def model_kwargs(self, imported: Imported, name: str) -> dict[str, Any]:
+        """``GPTModel(...)`` as the course's create_gpt2_model builds it: no dropout, tied head."""
+        kwargs: dict[str, Any] = {k: {"v": v} for k, v in self.checkpoints[name].shape.constructor_kwargs().items()}
+        init = imported.model_class.init if imported.model_class else None
+        if init is not None and init.accepts("dropout"):
+            kwargs["dropout"] = {"v": 0.0}
+        if init is not None and init.accepts("tie_weights"):
+            kwargs["tie_weights"] = {"v": True}
+        return kwargs
+
+    @staticmethod
+    def forward_call(imported: Imported, handle: int, ids: dict, label: str = "the forward pass") -> dict:
+        """``model(ids, training=False)`` when the model accepts ``training``, else ``model(ids)``."""
+        cls = imported.model_class
+        if cls is not None and cls.call is not None and not cls.call.opaque and cls.call.accepts("training"):
+            return {"fn": handle, "args": [ids], "kwargs": {"training": {"v": False}}, "label": label}
+        if cls is not None and cls.forward is not None and cls.forward.accepts("training"):
+            return {"fn": handle, "method": "forward", "args": [ids], "kwargs": {"training": {"v": False}},
+                    "label": label}  # fmt: skip
+        return {"fn": handle, "args": [ids], "label": label}
+
+    def new_model(self, agent: Agent, name: str, deadline: Deadline) -> int:
+        """A fresh ``GPTModel`` for checkpoint ``name`` in ``agent``'s process; its handle."""
+        imported = agent.ready(deadline)
+        if imported.model_class is None:
+            raise Stop(Failure("raised", "no GPTModel class was found: pretrained.py must define or import GPTModel "
+                                         "(from your Lab 03 decoder.py)"))  # fmt: skip
+        reply = agent.ask("new", {"kwargs": self.model_kwargs(imported, name)}, deadline, "GPTModel(...)")
+        result = protocol.desc(reply.fields.get("result"), "the model")
+        if result.handle is None:
+            raise Stop(Failure("raised", f"GPTModel(...) gave {result.describe()}, not a model"))
+        return result.handle
+
+    def read(self, agent: Agent, handle: int, paths: list[str], deadline: Deadline, what: str,
+             full: list[str] = (), budget: int = 0, dotted: bool = False) -> tuple[dict[str, Entry], Reply]:  # fmt: skip
+        reply = agent.ask("read", {"h": handle, "paths": paths, "full": list(full), "dotted": dotted}, deadline, what,
+                          budget=budget)  # fmt: skip
+        try:
+            values = protocol.mapping(reply.fields.get("values"), "the values", len(paths) + 1)
+            protocol.exactly_keys(values, paths, "the values")
+            return {p: _entry(values[p], p) for p in paths}, reply
+        except ProtocolError as exc:
+            raise Stop(Failure("protocol", f"{what}: the reply cannot be used ({exc})")) from None
+
+    def load(self, name: str, deadline: Deadline) -> Load:
+        """Build a model, run the student's loader on checkpoint ``name``, read back every attribute, export it.
+
+        Kept for later tiers, failures included (a loader that hung once is not run again)."""
+        if name in self.loads:
+            return self.loads[name]
+        expected = self.checkpoints[name]
+        load = self.loads[name] = Load(expected)
+        paths = [*attribute_paths(expected.shape.num_layers), TIE]
+        try:
+            agent = self.torch
+            imported = agent.ready(deadline)
+            if not imported.has("load_gpt2_weights"):
+                raise Stop(Failure("raised", "pretrained.py does not define a function named load_gpt2_weights"))
+            load.model = self.new_model(agent, name, deadline)
+            load.process_start = agent.process.starts
+            load.before, _ = self.read(agent, load.model, paths, deadline, "reading the new model's attributes")
+            reply = agent.ask("call", {"fn": "load_gpt2_weights", "args": [{"h": load.model},
+                              {"v": agent.checkpoint_path(name)}], "label": "load_gpt2_weights", "arrays": False},
+                              deadline, "load_gpt2_weights")  # fmt: skip
+            load.returned = protocol.desc(reply.fields.get("result"), "what load_gpt2_weights returned")
+            load.after, reply = self.read(agent, load.model, paths, deadline, "reading the loaded attributes",
+                                          dotted=True)  # fmt: skip
+            load.dotted = [protocol.text(n, "a name", 200) for n in protocol.sequence(reply.fields.get("dotted", []),
+                                                                                       "dotted names", 20)]  # fmt: skip
+            wrong = [p for p in paths[:-1] if load.after[p].digest != expected.digests[p]]
+            load.arrays = self._fetch(agent, load, wrong, deadline)
+            self._export(agent, load, deadline)
+        except Stop as stop:
+            load.failure = stop.failure
+        except ProtocolError as exc:
+            load.failure = Failure("protocol", f"load_gpt2_weights: the reply cannot be used ({exc})")
+        return load
+
+    def _fetch(self, agent: Agent, load: Load, wrong: list[str], deadline: Deadline) -> dict[str, np.ndarray]:
+        """The whole arrays of wrong attributes (for the diagnosis), as many as the budget allows."""
+        expected = load.expected.attributes
+        chosen, total = [], 0
+        for path in wrong:
+            entry = load.after[path]
+            if entry.kind not in ("array", "tensor") or not entry.dtype:
+                continue
+            size = int(np.prod(entry.shape, dtype=np.float64)) * np.dtype(entry.dtype).itemsize
+            if total + size > max(FETCH_BYTES, 2 * sum(a.nbytes for a in expected.values())) // 2:
+                break
+            chosen.append(path)
+            total += size
+        if not chosen:
+            return {}
+        entries, reply = self.read(agent, load.model, chosen, deadline, "reading the wrong attributes",
+                                   full=chosen, budget=total + (1 << 16))  # fmt: skip
+        out = {}
+        for path in chosen:
+            if entries[path].array is not None:
+                array = reply.array(entries[path].array, path)
+                if array.dtype.str == entries[path].dtype and array.shape == entries[path].shape:
+                    out[path] = array
+        return out
+
+    def _export(self, agent: Agent, load: Load, deadline: Deadline) -> None:
+        """Pickle the loaded model for the torch-free process (kept as a sealed memfd)."""
+        nbytes = sum(a.nbytes for a in load.expected.attributes.values())
+        reply = agent.try_ask("export", {"h": load.model}, deadline, "sending your model to the torch-free process",
+                              budget=3 * nbytes + (64 << 20))  # fmt: skip
+        if not reply.ok:
+            load.blob_problem = failure_of(reply, "pickling your model for the torch-free process",
+                                           self.limits).text  # fmt: skip
+            if reply.status in ("timeout", "crashed"):
+                raise Stop(failure_of(reply, "pickling your model", self.limits))
+            return
+        torch_paths = reply.fields.get("torch_paths")
+        if torch_paths:
+            paths = [protocol.text(p, "a path", 200) for p in protocol.sequence(torch_paths, "torch paths", 20)]
+            load.blob_problem = (f"your model holds torch tensors ({', '.join(paths[:4])}): the forward pass must "
+                                 "run on NumPy arrays; convert with .detach().numpy() while loading")  # fmt: skip
+            return
+        index = protocol.integer(reply.fields.get("blob"), "the blob", 0)
+        block = reply.bulk.blocks[index] if reply.bulk and index < len(reply.bulk.blocks) else None
+        if block is None or block.offset != 0:
+            raise ProtocolError("the exported model is not where the reply says")
+        load.blob, load.blob_size = os.dup(reply.bulk.fd), block.nbytes
+        reply.close()
+
+    def adopted_model(self, name: str, deadline: Deadline) -> int:
+        """The loaded model of checkpoint ``name`` in the torch-free process; ``Stop`` when it cannot be had."""
+        load = self.loads.get(name)
+        if load is None:
+            load = self.load(name, deadline)
+        if load.failure is not None:
+            raise Stop(Failure("skipped", f"the model could not be loaded: {load.failure.text}", load.failure.raised))
+        if load.blob < 0:
+            raise Stop(Failure("raised", load.blob_problem or "your model could not be sent to the torch-free process"))
+        agent = self.numpy
+        agent.ready(deadline)
+        key = (name, agent.process.starts)
+        if key not in self.adopted:
+            reply = agent.ask("adopt", {}, deadline, "receiving your model in the torch-free process",
+                              blob_fd=load.blob, blob_size=load.blob_size)  # fmt: skip
+            result = protocol.desc(reply.fields.get("result"), "the model")
+            if result.handle is None:
+                raise Stop(Failure("protocol", "the torch-free process did not get a model"))
+            self.adopted[key] = result.handle
+        return self.adopted[key]
+
+    # ---------------------------------------------------------------- models the grader fills itself
+
+    def hf(self, deadline: Deadline) -> tuple[int, int]:
+        """HuggingFace's model and tokenizer of the function checkpoint, in the torch process."""
+        agent = self.torch
+        agent.ready(deadline)
+        key = ("hf", agent.process.starts)
+        if key not in self.cache:
+            reply = agent.ask("hf", {"path": agent.checkpoint_path(self.roles["function"])}, deadline,
+                              "loading HuggingFace's model for your functions")  # fmt: skip
+            self.cache[key] = (protocol.integer(reply.fields.get("model"), "the model", 1),
+                               protocol.integer(reply.fields.get("tokenizer"), "the tokenizer", 1))  # fmt: skip
+        return self.cache[key]
+
+    def harness(self, weights: dict[str, np.ndarray], deadline: Deadline) -> int:
+        """A model of the function checkpoint's size filled with ``weights`` (copied into its arrays, so
+        ties survive): the student's class when it computes GPT-2 given the right weights, else the reference's."""
+        agent = self.torch
+        cls = self.harness_class(deadline)
+        name = self.roles["function"]
+        if cls == "reference":
+            kwargs = {k: {"v": v} for k, v in self.checkpoints[name].shape.constructor_kwargs().items()}
+            kwargs.update(dropout={"v": 0.0}, tie_weights={"v": True})
+            reply = agent.ask("new", {"kwargs": kwargs, "cls": "reference"}, deadline, "building a model")
+            handle = protocol.desc(reply.fields.get("result"), "the model").handle
+        else:
+            handle = self.new_model(agent, name, deadline)
+        paths = list(weights)
+        values = {**{p: i for i, p in enumerate(paths)}, TIE: paths.index("token_embedding.weight")}
+        agent.ask("set", {"h": handle, "values": values}, deadline, "setting the weights of a model the grader built",
+                  inputs=[weights[p] for p in paths])  # fmt: skip
+        return handle
+
+    def harness_class(self, deadline: Deadline) -> str:
+        """"submission" when the student's GPTModel, given GPT-2's weights, gives GPT-2's logits; else "reference"."""
+        if "harness_class" in self.cache:
+            return self.cache["harness_class"]
+        self.cache["harness_class"] = "submission"
+        expected = self.checkpoints[self.roles["function"]]
+        ids = np.asarray([expected.encode(self.inputs.texts[0])], dtype=np.int64)
+        try:
+            handle = self.harness(expected.attributes, deadline)
+            imported = self.torch.ready(deadline)
+            call = self.forward_call(imported, handle, {"a": 0}, "your forward pass on a model the grader filled")
+            reply = self.torch.ask("call", call, deadline, "your forward pass", inputs=[ids],
+                                   budget=ids.size * expected.shape.vocab_size * 8 + (1 << 20))  # fmt: skip
+            result = protocol.desc(reply.fields.get("result"), "the logits")
+            got = reply.array(result.array if result.kind == "array" else None, "the logits")
+            want = expected.logits(ids)
+            if got.shape != want.shape or float(np.max(np.abs(got - want))) > expected.tolerance(ids):
+                raise Stop(Failure("failed", "wrong logits"))
+            again = self.torch.ask("call", call, deadline, "your forward pass", inputs=[ids],
+                                   budget=ids.size * expected.shape.vocab_size * 8 + (1 << 20))  # fmt: skip
+            if not np.array_equal(again.array(protocol.desc(again.fields.get("result"), "x").array, "x"), got):
+                raise Stop(Failure("failed", "random"))
+        except (Stop, ProtocolError):
+            self.cache["harness_class"] = "reference"
+            self.notes.append("your GPTModel does not give GPT-2's logits even with the right weights, so the "
+                              "models handed to your compare and analysis functions are the reference decoder's")
+        return self.cache["harness_class"]
+
+    def close(self) -> None:
+        for agent in (self.torch, self.numpy):
+            agent.close()
+        for load in self.loads.values():
+            if load.blob >= 0:
+                os.close(load.blob)
+                load.blob = -1
+
+
+FETCH_BYTES = 1 << 30  # at most this much of wrong attributes crosses for the diagnosis
+
+
+def _world_readable(folder: Path) -> bool:
+    """True when any user can list ``folder`` and read each of its files (no links out of it)."""
+    try:
+        if folder.stat().st_mode & 0o005 != 0o005:
+            return False
+        return all(e.is_file() and not e.is_symlink() and e.stat().st_mode & 0o004 for e in folder.iterdir())
+    except OSError:
+        return False

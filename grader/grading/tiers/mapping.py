@@ -1,0 +1,243 @@
+"""Tier 1: ``get_weight_mapping`` covers every parameter and its transforms give the right arrays.
+
+The transforms run on synthetic tensors the grader makes, whose entries are all distinct,
+so a transpose, a swapped third or a reshape shows even on square matrices; their widths
+are not GPT-2's, so a split hard-wired to 768 shows too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from lab04_checks import contract
+
+from ...sandbox import protocol
+from ...sandbox.protocol import Desc
+from ..answers import expected_attributes, sources, synthetic_state
+from ..diagnose import CandidateIndex, Finding, attribute_findings, cause_key, group_findings, mistake_keys
+from ..session import Deadline, Session, Stop
+from .base import Verdict, arrays_of, bullet, missing_function
+
+NAME = "mapping"
+TITLE = "Weight mapping (get_weight_mapping)"
+SYNTHETIC = dict(vocab_size=29, d_model=12, num_heads=3, d_ff=48, max_seq_len=17)
+
+
+def synthetic_shape(num_layers: int) -> contract.ModelShape:
+    return contract.ModelShape(num_layers=num_layers, **SYNTHETIC)
+
+
+@dataclass
+class Entry:
+    """One key of the student's mapping."""
+
+    targets: list[str] = field(default_factory=list)
+    single: bool = True  # the target is one path, not a tuple
+    problem: str = ""
+    outputs: list[Any] = field(default_factory=list)  # arrays, or a problem string per output
+    error: str = ""
+    torch_only: bool = False  # the transform worked only on torch tensors
+
+
+def _entries(value: Desc, call: str) -> tuple[dict[str, Entry], dict[str, int], str]:
+    """The mapping's entries and their transform handles, or a problem with its type."""
+    if value.kind != "dict":
+        return {}, {}, f"{call} returned {value.describe()}, not a dict"
+    entries, handles = {}, {}
+    for key_desc, item in value.items:
+        if key_desc.kind != "str":
+            return {}, {}, f"{call} has a key that is {key_desc.describe()}, not a string"
+        key, entry = key_desc.value, Entry()
+        entries[key] = entry
+        if item.kind not in ("tuple", "list") or len(item.items) != 2:
+            entry.problem = f"its value is {item.describe()}, not a (target, transform) pair"
+            continue
+        target, transform = item.items
+        if target.kind == "str":
+            entry.targets = [contract.normalise_path(target.value)]
+        elif target.kind in ("tuple", "list") and target.items and all(t.kind == "str" for t in target.items):
+            entry.targets, entry.single = [contract.normalise_path(t.value) for t in target.items], False
+        else:
+            entry.problem = f"its target is {target.describe()}, not a path or a tuple of paths"
+            continue
+        if transform.kind != "callable" or transform.handle is None:
+            entry.problem = f"its transform is {transform.describe()}, not a function"
+            continue
+        handles[key] = transform.handle
+    return entries, handles, ""
+
+
+def _apply(session: Session, key: str, handle: int, tensor: np.ndarray, deadline: Deadline) -> Entry:
+    """Run one transform on a synthetic tensor (as NumPy; as a torch tensor if NumPy fails)."""
+    entry = Entry()
+    label = f"the transform of {key}"
+    budget = 4 * tensor.nbytes + (1 << 16)
+    reply = session.torch.try_ask("call", {"fn": handle, "args": [{"a": 0}], "label": label}, deadline, label,
+                                  inputs=[tensor], budget=budget)  # fmt: skip
+    if reply.status == "raised":
+        retry = session.torch.try_ask("call", {"fn": handle, "args": [{"torch": 0}], "label": label}, deadline, label,
+                                      inputs=[tensor], budget=budget)  # fmt: skip
+        if retry.ok:
+            reply, entry.torch_only = retry, True
+    if reply.status in ("timeout", "crashed"):
+        raise Stop(from_reply_failure(session, reply, label))
+    if not reply.ok:
+        entry.error = reply.raised.summary() if reply.raised else reply.detail
+        return entry
+    result = protocol.desc(reply.fields.get("result"), label)
+    items = list(result.items) if result.kind in ("tuple", "list") else [result]
+    entry.single = result.kind not in ("tuple", "list")
+    for item in items:
+        arrays, problem = arrays_of(reply, item, "the result")
+        entry.outputs.append(arrays[0] if arrays else problem or "is missing")
+    return entry
+
+
+def from_reply_failure(session: Session, reply: Any, label: str) -> Any:
+    from ..session import failure_of
+
+    return failure_of(reply, label, session.limits)
+
+
+def run(session: Session, deadline: Deadline) -> Verdict:
+    imported = session.torch.ready(deadline)
+    if not imported.has("get_weight_mapping"):
+        return missing_function(session, "get_weight_mapping")
+    inputs = session.inputs
+    problems: list[str] = []
+    errors: list[str] = []
+    findings_all: list[tuple[str, Finding]] = []  # (layers, finding)
+    for num_layers in inputs.mapping_layers + inputs.coverage_layers:
+        call = f"get_weight_mapping({num_layers})"
+        reply = session.torch.ask("call", {"fn": "get_weight_mapping", "args": [{"v": num_layers}], "label": call,
+                                           "arrays": False}, deadline, call)  # fmt: skip
+        entries, handles, problem = _entries(protocol.desc(reply.fields.get("result"), call), call)
+        if problem:
+            problems.append(problem)
+            continue
+        full = num_layers in inputs.mapping_layers
+        state = synthetic_state(synthetic_shape(num_layers), inputs.rng_seed + num_layers) if full else {}
+        for key, handle in handles.items():
+            if key in state:
+                applied = _apply(session, key, handle, state[key], deadline)
+                entries[key].outputs, entries[key].error = applied.outputs, applied.error
+                entries[key].torch_only = applied.torch_only
+                if entries[key].outputs:
+                    entries[key].single = entries[key].single and applied.single
+        layer_problems, layer_errors, findings = check_layers(num_layers, entries, state)
+        problems += layer_problems
+        errors += layer_errors
+        findings_all += [(str(num_layers), f) for f in findings]
+    return _verdict(problems, errors, findings_all, inputs.mapping_layers)
+
+
+def check_layers(num_layers: int, entries: dict[str, Entry], state: dict[str, np.ndarray]
+                 ) -> tuple[list[str], list[str], list[Finding]]:  # fmt: skip
+    """Problems with one layer count's mapping, the student exceptions met, and wrong attributes."""
+    call = f"get_weight_mapping({num_layers})"
+    hf_names = set(contract.hf_parameter_names(num_layers))
+    required = contract.required_parameter_names(num_layers)
+    problems: list[str] = []
+    missing = [k for k in required if k not in entries]
+    unknown = [k for k in entries if k not in hf_names and not k.endswith(contract.IGNORED_SUFFIXES)]
+    if missing:
+        hint = ""
+        if unknown and any(("transformer." + u) in missing for u in unknown):
+            hint = " (keys are spelled as state_dict() spells them, with the 'transformer.' prefix)"
+        problems.append(f"{call} misses {len(missing)} of the {len(required)} parameters, e.g. "
+                        f"{', '.join(missing[:3])}{hint}")  # fmt: skip
+    typos = _typos(unknown, missing)
+    if unknown:
+        near = "".join(f" ({key} looks like a typo of {name})" for key, name in list(typos.items())[:2])
+        problems.append(f"{call} has keys that GPT2LMHeadModel with {num_layers} layers does not have, e.g. "
+                        f"{', '.join(unknown[:3])}{near}")  # fmt: skip
+    if not state:
+        return problems, [], []
+    expected = expected_attributes(state, num_layers)
+    errors: list[str] = []
+    received: dict[str, list[tuple[str, Any]]] = {}
+    for key, entry in entries.items():
+        if entry.problem:
+            problems.append(f"{key}: {entry.problem}")
+            continue
+        if entry.error:
+            errors.append(entry.error)
+            continue
+        if key not in state or not entry.outputs:
+            continue
+        single_target = len(entry.targets) == 1
+        if len(entry.targets) != len(entry.outputs) or (single_target and not entry.single and len(entry.outputs) > 1):
+            problems.append(f"{key}: the transform returns {len(entry.outputs)} array(s) for "
+                            f"{len(entry.targets)} target(s)")  # fmt: skip
+            continue
+        for path, output in zip(entry.targets, entry.outputs, strict=True):
+            received.setdefault(path, []).append((key, output))
+    findings: list[Finding] = []
+    got: dict[str, Any] = {}
+    source_of = {path: name for path, (name, _) in sources(num_layers).items()}
+    typo_of = {name: key for key, name in typos.items()}
+    for path in expected:
+        own = [s for s in received.get(path, []) if s[0] != "lm_head.weight"]
+        if not own and source_of[path] in typo_of:
+            findings.append((path, "key_typo", f"is never loaded: the key {typo_of[source_of[path]]} is a typo of "
+                                               f"{source_of[path]}"))  # fmt: skip
+        elif not own:
+            findings.append((path, "unmapped", "is the target of no entry"))
+        elif len(own) > 1:
+            findings.append((path, "mapped_twice", f"is the target of {len(own)} entries ({', '.join(k for k, _ in own)})"))
+        else:
+            got[path] = own[0][1]
+    for key, value in received.get("token_embedding.weight", []):
+        if key == "lm_head.weight" and not (isinstance(value, np.ndarray) and value.shape == expected[
+                "token_embedding.weight"].shape and np.array_equal(value, expected["token_embedding.weight"])):  # fmt: skip
+            problems.append("lm_head.weight must map unchanged to token_embedding.weight (the head is tied) or be left out")
+    for path in sorted(set(received) - set(expected)):
+        if path == "lm_head.weight" or path.startswith("lm_head."):
+            continue
+        if "." in path and path.split(".")[0] not in ("token_embedding", "pos_embedding", "blocks", "ln_f"):
+            problems.append(f"{path} is not an attribute of the model (contract section 2)")
+        elif path not in expected:
+            problems.append(f"{path} (target of {received[path][0][0]}) is not an attribute of the model")
+    wrong, _ = attribute_findings(expected, got, CandidateIndex(expected, state))
+    findings += wrong
+    return problems, errors, findings
+
+
+def _typos(unknown: list[str], missing: list[str]) -> dict[str, str]:
+    """Unknown keys that are near misses of a missing name: {typo: the real name}."""
+    import difflib
+
+    out = {}
+    for key in unknown[:64]:
+        close = difflib.get_close_matches(key, missing, n=1, cutoff=0.85)
+        if close:
+            out[key] = close[0]
+    return out
+
+
+def _verdict(problems: list[str], errors: list[str], findings: list[tuple[str, Finding]],
+             layers: tuple[int, ...]) -> Verdict:  # fmt: skip
+    lines = list(dict.fromkeys(problems))
+    by_count: dict[str, list[Finding]] = {}
+    for count, finding in findings:
+        by_count.setdefault(count, []).append(finding)
+    for count, items in list(by_count.items())[:1]:  # the first layer count that shows it is enough
+        lines.append(f"with get_weight_mapping({count}), {len(items)} attribute(s) get the wrong array:")
+        lines += [f"  {line}" for line in group_findings(items)]
+    flat = [f for _, f in findings]
+    causes = {}
+    for path, _, words in flat:
+        causes.setdefault(cause_key(path), f"{path} {words} (get_weight_mapping)")
+    facts = {"layers_checked": list(layers), "wrong": sorted({f[0] for f in flat})[:64]}
+    mistakes = mistake_keys(flat)
+    if errors:
+        return Verdict("error", "\n".join(list(dict.fromkeys(errors))[:5] + ([bullet(lines)] if lines else [])),
+                       facts=facts, mistakes=mistakes, causes=causes)  # fmt: skip
+    if lines:
+        return Verdict("failed", "The weight mapping is wrong:\n" + bullet(lines), facts=facts, mistakes=mistakes,
+                       causes=causes)  # fmt: skip
+    return Verdict("passed", f"get_weight_mapping covers every parameter for {', '.join(map(str, layers))} and 48 "
+                             "layers, and every transform gives exactly the right array.", facts=facts)  # fmt: skip

@@ -1,0 +1,1 @@
+"""Every file staff read: the report (the only JSON writer), the gradebook, the class summary."""
