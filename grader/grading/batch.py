@@ -232,7 +232,7 @@ def run_batch(batch: BatchConfig, progress: Progress | None = None,
         return sorted(outcomes, key=lambda o: o.name)
     expectations.warm()
     (batch.reports / ".zygotes").mkdir(exist_ok=True)
-    zygotes = start_zygotes(batch.grading.limits, batch.reports / ".zygotes")
+    zygotes = start_zygotes(batch.grading.limits, batch.reports / ".zygotes", expectations)
 
     def one(name: str, path: Path, key: str) -> Outcome:
         started = time.monotonic()

@@ -88,9 +88,13 @@ def prepare_expectations(config: GradeConfig, seed: int | None = None) -> Expect
     return Expectations(roles, checkpoints, sources, chosen)
 
 
-def start_zygotes(limits: Limits, folder: Path) -> dict[str, Zygote]:
-    """The two fork servers: one with torch and transformers imported, one without."""
-    return {flavour: Zygote(flavour, limits.threads, folder / f"zygote-{flavour}.log") for flavour in ("torch", "numpy")}
+def start_zygotes(limits: Limits, folder: Path, expectations: Expectations) -> dict[str, Zygote]:
+    """The two fork servers: one with torch and transformers imported, one without; each preloads the
+    harness's own objects (HuggingFace's model for the function tiers; the tokenizer for generate_text)."""
+    function = str(expectations.sources["function"].path)
+    primary = str(expectations.sources["primary"].path)
+    return {"numpy": Zygote("numpy", limits.threads, folder / "zygote-numpy.log", (primary,)),
+            "torch": Zygote("torch", limits.threads, folder / "zygote-torch.log", (function,))}  # fmt: skip
 
 
 def _versions() -> dict[str, str]:
@@ -116,6 +120,37 @@ def _run_tier(tier: ModuleType, session: Session, timeout: float, internal: list
     except Exception:  # noqa: BLE001 - a bug of ours must not cost the student the report
         internal.append(f"{tier.NAME}:\n{traceback.format_exc(limit=12)}")
         return Verdict("error", INTERNAL)
+
+
+def _run_tiers(session: Session, config: GradeConfig, prepared: Prepared, internal: list[str],
+               progress: Progress | None) -> list[TierResult]:  # fmt: skip
+    """Every tier, in TIERS order for the report. The first two (import, loads) run alone; after them the
+    tiers of the torch process and those of the torch-free one run side by side, each lane in order."""
+    done: dict[str, TierResult] = {}
+    lock = threading.Lock()
+
+    def one(tier: ModuleType) -> None:
+        started = time.monotonic()
+        verdict = _run_tier(tier, session, config.limits.timeout, internal)
+        points = config.points[tier.NAME]
+        result = TierResult(tier.NAME, tier.TITLE, verdict.status, points if verdict.status == "passed" else 0.0,
+                            points, prepared.rename(verdict.detail), time.monotonic() - started, verdict.max_diff,
+                            verdict.tolerance, verdict.facts, verdict.mistakes, verdict.causes)  # fmt: skip
+        with lock:
+            done[tier.NAME] = result
+            if progress:
+                progress(result)
+
+    first, rest = TIERS[:2], TIERS[2:]
+    for tier in first:
+        one(tier)
+    lanes = [[t for t in rest if t.LANE == lane] for lane in ("numpy", "torch")]
+    workers = [threading.Thread(target=lambda lane=lane: [one(t) for t in lane], daemon=True) for lane in lanes]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return [done[t.NAME] for t in TIERS]
 
 
 def start_here(results: list[TierResult]) -> str:
@@ -163,10 +198,10 @@ def grade(config: GradeConfig, progress: Progress | None = None, expectations: E
     prepared: Prepared | None = None
     stdout = stderr = ""
     try:
-        if own:
-            zygotes = start_zygotes(config.limits, scratch)  # they import torch while we prepare
-        prepared = prepare(config.submission, scratch / "submission")
         expectations = expectations or prepare_expectations(config)
+        if own:
+            zygotes = start_zygotes(config.limits, scratch, expectations)  # they import torch while we prepare
+        prepared = prepare(config.submission, scratch / "submission")
         if prepared.problem:
             for tier in TIERS:
                 results.append(TierResult(tier.NAME, tier.TITLE, "error", 0.0, config.points[tier.NAME],
@@ -177,18 +212,7 @@ def grade(config: GradeConfig, progress: Progress | None = None, expectations: E
             warming.start()  # the truth is computed while the student processes start
             session.start()
             warming.join()
-            for tier in TIERS:
-                tier_started = time.monotonic()
-                verdict = _run_tier(tier, session, config.limits.timeout, internal)
-                max_score = config.points[tier.NAME]
-                result = TierResult(tier.NAME, tier.TITLE, verdict.status,
-                                    max_score if verdict.status == "passed" else 0.0, max_score,
-                                    prepared.rename(verdict.detail), time.monotonic() - tier_started,
-                                    verdict.max_diff, verdict.tolerance, verdict.facts, verdict.mistakes,
-                                    verdict.causes)  # fmt: skip
-                results.append(result)
-                if progress:
-                    progress(result)
+            results = _run_tiers(session, config, prepared, internal, progress)
     finally:
         if session is not None:
             session.close()

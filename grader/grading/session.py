@@ -331,8 +331,8 @@ class Session:
 
     def start(self) -> None:
         """Start both student processes now; their start overlaps the caller's own preparation."""
+        self.numpy.start()  # its fork server is ready first
         self.torch.start()
-        self.numpy.start()
 
     # ---------------------------------------------------------------- models
 
@@ -492,30 +492,59 @@ class Session:
         agent.ready(deadline)
         key = ("hf", agent.process.starts)
         if key not in self.cache:
-            reply = agent.ask("hf", {"path": agent.checkpoint_path(self.roles["function"])}, deadline,
+            function = self.roles["function"]
+            reply = agent.ask("hf", {"path": agent.checkpoint_path(function),
+                                     "preloaded": str(self.checkpoints[function].source.path)}, deadline,
                               "loading HuggingFace's model for your functions")  # fmt: skip
             self.cache[key] = (protocol.integer(reply.fields.get("model"), "the model", 1),
                                protocol.integer(reply.fields.get("tokenizer"), "the tokenizer", 1))  # fmt: skip
         return self.cache[key]
 
     def harness(self, weights: dict[str, np.ndarray], deadline: Deadline) -> int:
-        """A model of the function checkpoint's size filled with ``weights`` (copied into its arrays, so
-        ties survive): the student's class when it computes GPT-2 given the right weights, else the reference's."""
+        """A model of the function checkpoint's size holding ``weights``: the student's class when it computes
+        GPT-2 given the right weights, else the reference's. Each is a fresh copy of one filled base model,
+        with the arrays that differ from GPT-2's copied into it (so ties survive)."""
         agent = self.torch
-        cls = self.harness_class(deadline)
-        name = self.roles["function"]
-        if cls == "reference":
-            kwargs = {k: {"v": v} for k, v in self.checkpoints[name].shape.constructor_kwargs().items()}
-            kwargs.update(dropout={"v": 0.0}, tie_weights={"v": True})
-            reply = agent.ask("new", {"kwargs": kwargs, "cls": "reference"}, deadline, "building a model")
-            handle = protocol.desc(reply.fields.get("result"), "the model").handle
-        else:
-            handle = self.new_model(agent, name, deadline)
-        paths = list(weights)
-        values = {**{p: i for i, p in enumerate(paths)}, TIE: paths.index("token_embedding.weight")}
-        agent.ask("set", {"h": handle, "values": values}, deadline, "setting the weights of a model the grader built",
-                  inputs=[weights[p] for p in paths])  # fmt: skip
+        base = self._harness_base(deadline)
+        reply = agent.try_ask("clone", {"h": base}, deadline, "copying a model the grader built")
+        handle = protocol.desc(reply.fields.get("result"), "the copy").handle if reply.ok else None
+        truth = self.checkpoints[self.roles["function"]].attributes
+        if handle is None:  # a class that cannot be deep-copied: build another one
+            if reply.status in ("timeout", "crashed"):
+                raise Stop(failure_of(reply, "copying a model", self.limits))
+            handle = self.new_model(agent, self.roles["function"], deadline)
+            self._fill(handle, weights, deadline)
+            return handle
+        changed = [p for p in weights if weights[p] is not truth.get(p)]
+        if changed:
+            self._fill(handle, {p: weights[p] for p in changed}, deadline)
         return handle
+
+    def _harness_base(self, deadline: Deadline) -> int:
+        agent = self.torch
+        agent.ready(deadline)
+        key = ("harness", agent.process.starts)
+        if key not in self.cache:
+            cls = self.harness_class(deadline)
+            name = self.roles["function"]
+            if cls == "reference":
+                kwargs = {k: {"v": v} for k, v in self.checkpoints[name].shape.constructor_kwargs().items()}
+                kwargs.update(dropout={"v": 0.0}, tie_weights={"v": True})
+                reply = agent.ask("new", {"kwargs": kwargs, "cls": "reference"}, deadline, "building a model")
+                handle = protocol.desc(reply.fields.get("result"), "the model").handle
+            else:
+                handle = self.new_model(agent, name, deadline)
+            self._fill(handle, self.checkpoints[name].attributes, deadline)
+            self.cache[key] = handle
+        return self.cache[key]
+
+    def _fill(self, handle: int, weights: dict[str, np.ndarray], deadline: Deadline) -> None:
+        paths = list(weights)
+        values = {p: i for i, p in enumerate(paths)}
+        if "token_embedding.weight" in values:
+            values[TIE] = values["token_embedding.weight"]
+        self.torch.ask("set", {"h": handle, "values": values}, deadline,
+                       "setting the weights of a model the grader built", inputs=[weights[p] for p in paths])  # fmt: skip
 
     def harness_class(self, deadline: Deadline) -> str:
         """"submission" when the student's GPTModel, given GPT-2's weights, gives GPT-2's logits; else "reference"."""
@@ -541,6 +570,8 @@ class Session:
                 raise Stop(Failure("failed", "random"))
         except (Stop, ProtocolError):
             self.cache["harness_class"] = "reference"
+            for key in [k for k in self.cache if isinstance(k, tuple) and k[0] == "harness"]:
+                del self.cache[key]  # built with the student's class: build the reference's instead
             self.notes.append("your GPTModel does not give GPT-2's logits even with the right weights, so the "
                               "models handed to your compare and analysis functions are the reference decoder's")
         return self.cache["harness_class"]

@@ -34,7 +34,7 @@ MAX_DIMS = 8
 ALLOWED_DTYPES = frozenset(
     np.dtype(t).str for t in ("f2", "f4", "f8", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "b1", "c8", "c16")
 )
-OPS = ("import", "new", "call", "read", "set", "export", "adopt", "hf", "tokenizer", "trace", "release", "bye")
+OPS = ("import", "new", "call", "read", "set", "export", "adopt", "clone", "hf", "tokenizer", "trace", "release", "bye")
 DESC_KINDS = ("none", "bool", "int", "float", "str", "array", "tensor", "tuple", "list", "dict", "callable", "object")
 F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_WRITE = 1, 2, 4, 8
 F_ADD_SEALS = 1033
@@ -449,6 +449,7 @@ REPLY_FIELDS: dict[str, set[str]] = {
     "set": {"set"},
     "export": {"torch_paths", "blob", "nbytes"},
     "adopt": {"result"},
+    "clone": {"result"},
     "hf": {"model", "tokenizer"},
     "tokenizer": {"tokenizer"},
     "trace": {"steps", "error"},

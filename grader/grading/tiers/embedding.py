@@ -16,6 +16,7 @@ from .base import Verdict, array_problem, arrays_of, bullet, from_failure
 
 NAME = "embedding"
 TITLE = "Embeddings: token_embedding(ids) + pos_embedding(T)"
+LANE = "numpy"  # the student process it talks to; tiers of the two lanes run side by side
 
 
 def _call(session: Session, handle: int, method: str, arg: dict, deadline: Deadline, inputs: list | None,

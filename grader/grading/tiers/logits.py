@@ -24,6 +24,7 @@ from .base import Verdict, array_problem, arrays_of, bullet, dedupe
 
 NAME = "logits"
 TITLE = "Full forward pass: logits at every position"
+LANE = "numpy"  # the student process it talks to; tiers of the two lanes run side by side
 SUBSTEP_RTOL = 3e-6  # per sub-step, of its output's scale; float32 noise there is below 1e-6
 SUBMODULES = (("ln1", "ln1"), ("attn", "attention"), ("ln2", "ln2"), ("ffn", "mlp"))
 

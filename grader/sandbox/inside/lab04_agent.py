@@ -36,6 +36,7 @@ MAX_TEXT = 2000  # characters of a string described
 MAX_DEPTH = 6  # nesting of a described container
 SUBMISSION = "/submission"  # where the grader binds the submission (the real folder when not isolated)
 NUMERIC_KINDS = "biufc"
+PRELOADED: dict[str, Any] = {}  # checkpoint folder -> what the fork server loaded for it before forking
 
 
 class StudentError(Exception):
@@ -422,15 +423,20 @@ class Agent:
         """HuggingFace's model and tokenizer for a local checkpoint (the torch process only)."""
         from transformers import GPT2LMHeadModel, GPT2Tokenizer
 
-        model = GPT2LMHeadModel.from_pretrained(request["path"]).eval()
-        tokenizer = GPT2Tokenizer.from_pretrained(request["path"])
+        preloaded = PRELOADED.get(request.get("preloaded", ""))
+        if preloaded is not None:  # loaded by the fork server before the fork: private to this process now
+            model, tokenizer = preloaded
+        else:
+            model = GPT2LMHeadModel.from_pretrained(request["path"]).eval()
+            tokenizer = GPT2Tokenizer.from_pretrained(request["path"])
         return {"model": self.keep(model), "tokenizer": self.keep(tokenizer)}
 
     def op_tokenizer(self, request: dict, inputs: Inputs, results: Results) -> dict:
         """A GPT-2 tokenizer that needs no transformers (the torch-free process)."""
         from lab04_tokenizer import StandInTokenizer
 
-        return {"tokenizer": self.keep(StandInTokenizer(request["path"]))}
+        preloaded = PRELOADED.get(request.get("preloaded", ""))
+        return {"tokenizer": self.keep(preloaded if preloaded is not None else StandInTokenizer(request["path"]))}
 
     def op_trace(self, request: dict, inputs: Inputs, results: Results) -> dict:
         """Run a call with spies on sub-modules; return what each first received and returned."""
@@ -467,6 +473,13 @@ class Agent:
         for label, (given, returned) in log.items():
             out[label] = [self.describe(given, results, MAX_DEPTH), self.describe(returned, results, MAX_DEPTH)]
         return {"steps": out, "error": error}
+
+    def op_clone(self, request: dict, inputs: Inputs, results: Results) -> dict:
+        """A deep copy of an object (ties inside it survive): cheaper than building another model."""
+        import copy
+
+        clone = self.run_student("copying a model", copy.deepcopy, self.get(request["h"]))
+        return {"result": self.describe(clone, None)}
 
     def op_release(self, request: dict, inputs: Inputs, results: Results) -> dict:
         for handle in request.get("h", []):

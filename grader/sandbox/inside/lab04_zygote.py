@@ -1,6 +1,6 @@
 """The fork server ("zygote") and the launcher of each student process.
 
-Started by the grader as ``python -I lab04_zygote.py FLAVOUR SOCKET_FD``. It imports
+Started by the grader as ``python -I lab04_zygote.py FLAVOUR SOCKET_FD [CHECKPOINT...]``. It imports
 what every student process of its flavour needs (NumPy; for the "torch" flavour also
 torch and transformers, which loaders use; the "numpy" flavour never imports them),
 then forks one launcher per request. It never runs student code.
@@ -28,28 +28,37 @@ import traceback
 INSIDE = os.path.dirname(os.path.abspath(__file__))
 
 
-def _preload(flavour: str) -> None:
-    """The heavy imports, once, before any fork."""
+def _preload(flavour: str, folders: list[str]) -> None:
+    """The heavy imports, once, before any fork; and the harness's own objects for ``folders``."""
     import numpy  # noqa: F401
 
+    import lab04_agent
+
     if flavour == "torch":
-        import torch  # noqa: F401
+        import torch
         import transformers
-        from transformers import GPT2LMHeadModel, GPT2Tokenizer  # noqa: F401
+        from transformers import GPT2LMHeadModel, GPT2Tokenizer
 
         transformers.utils.logging.disable_progress_bar()
         transformers.utils.logging.set_verbosity_error()
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+        for folder in folders:  # HuggingFace's model for the compare tiers, shared copy-on-write
+            lab04_agent.PRELOADED[folder] = (GPT2LMHeadModel.from_pretrained(folder).eval(),
+                                             GPT2Tokenizer.from_pretrained(folder))  # fmt: skip
     else:
-        import lab04_tokenizer  # noqa: F401 - the torch-free tokenizer
+        from lab04_tokenizer import StandInTokenizer  # the torch-free tokenizer
+
+        for folder in folders:
+            lab04_agent.PRELOADED[folder] = StandInTokenizer(folder)
 
 
-def serve(flavour: str, sock_fd: int) -> None:
+def serve(flavour: str, sock_fd: int, folders: list[str]) -> None:
     """Fork a launcher per request until the grader closes its end."""
     sys.path.insert(0, INSIDE)
     import lab04_agent  # noqa: F401
     import lab04_jail  # noqa: F401
 
-    _preload(flavour)
+    _preload(flavour, folders)
     sys.path.remove(INSIDE)
     real_exit = os._exit
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # launchers are reaped at once; their status goes over a pipe
@@ -257,4 +266,4 @@ class _Relay:
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1], int(sys.argv[2]))
+    serve(sys.argv[1], int(sys.argv[2]), sys.argv[3:])
