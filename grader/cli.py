@@ -21,9 +21,10 @@ import click
 from . import __version__, defaults
 from .config import DEFAULT_POINTS_FILE, GradeConfig, load_points
 from .errors import ConfigError, GraderError
+from .outputs.report import VISIBILITIES
 from .sandbox.limits import Limits
 
-STATUS_COLOURS = {"passed": "green", "failed": "red", "error": "red", "timeout": "yellow", "skipped": "yellow"}
+STATUS_COLOURS = {"click.echo(f"warning: {warning}", err=True)ed": "green", "failed": "red", "error": "red", "timeout": "yellow", "skipped": "yellow"}
 
 
 class DefaultGroup(click.Group):
@@ -62,7 +63,16 @@ def main() -> None:
 
 
 def _option(*names: str, **kwargs: Any) -> Callable:
-    return click.option(*names, **kwargs)
+    decorator = click.option(*names, **kwargs)
+    decorator.names = names  # type: ignore[attr-defined] - so that ``pick`` can reuse it by name
+    return decorator
+
+
+def pick(group: tuple[Callable, ...], *names: str) -> tuple[Callable, ...]:
+    """The options of ``group`` called ``names`` (another command shares them, still declared once)."""
+    chosen = tuple(o for o in group if o.names[0] in names)  # type: ignore[attr-defined]
+    assert len(chosen) == len(names), f"unknown option among {names}"
+    return chosen
 
 
 GRADING_OPTIONS = (
@@ -108,6 +118,37 @@ BATCH_OPTIONS = (
 )  # fmt: skip
 
 
+def _tier_visibility(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """``TIER=VIS`` pairs, checked against the tiers and Gradescope's visibilities."""
+    if not values:
+        return ()
+    from .grading.tiers import TIER_NAMES
+
+    pairs: dict[str, str] = {}
+    for value in values:
+        tier, _, visibility = value.partition("=")
+        if tier not in TIER_NAMES or visibility not in VISIBILITIES:
+            raise click.BadParameter(f"{value!r}: expected TIER=VISIBILITY with TIER one of {', '.join(TIER_NAMES)} "
+                                     f"and VISIBILITY one of {', '.join(VISIBILITIES)}", ctx, param)  # fmt: skip
+        pairs[tier] = visibility
+    return tuple(pairs.items())
+
+
+_VISIBILITY = click.Choice(VISIBILITIES)
+PRESENTATION_OPTIONS = (
+    _option("--output-format", type=click.Choice(["text", "md"]), default="text", show_default=True,
+            help="Gradescope: how the feedback is rendered, plain text or Markdown."),
+    _option("--visibility", type=_VISIBILITY, default="visible", show_default=True,
+            help="Gradescope: who sees each tier's test and when, unless --tier-visibility says otherwise."),
+    _option("--tier-visibility", multiple=True, metavar="TIER=VIS", callback=_tier_visibility,
+            help="Gradescope: one tier's visibility, e.g. generate=after_due_date (repeatable)."),
+    _option("--stdout-visibility", type=_VISIBILITY, default="hidden", show_default=True,
+            help="Gradescope: whether students see the autograder's own output (the grader's log)."),
+    _option("--leaderboard", is_flag=True,
+            help="Gradescope: add a leaderboard column, the logits tier's max |diff| (smaller is better)."),
+)  # fmt: skip
+
+
 def options(*groups: tuple[Callable, ...]) -> Callable:
     """Apply option groups to a command (each option declared once above)."""
 
@@ -144,6 +185,15 @@ def make_config(submission: Path, out: Path, **o: Any) -> GradeConfig:
         keep_workdir=o["keep_workdir"],
         seed=o["seed"],
     )
+
+
+def make_presentation(**o: Any) -> Any:
+    """How Gradescope shows the report, from the presentation options."""
+    from .outputs.report import Presentation
+
+    return Presentation(output_format=o["output_format"], visibility=o["visibility"],
+                        stdout_visibility=o["stdout_visibility"], tier_visibility=tuple(o["tier_visibility"]),
+                        leaderboard=o["leaderboard"])  # fmt: skip
 
 
 def _check_writable(out: Path) -> None:
@@ -191,7 +241,7 @@ def print_summary(report: Any, out: Path) -> None:
                    "always one submission.")  # fmt: skip
 @click.option("--format", "report_format", type=click.Choice(["gradescope", "prairielearn"]), default="gradescope",
               show_default=True, help="The results format: Gradescope's results.json or PrairieLearn's.")  # fmt: skip
-@options(GRADING_OPTIONS, BATCH_OPTIONS)
+@options(GRADING_OPTIONS, BATCH_OPTIONS, PRESENTATION_OPTIONS)
 def run(submission: Path, out: Path, report_format: str, jobs: int | None, force: bool, quiet: bool,
         **grading: Any) -> None:  # fmt: skip
     """Grade SUBMISSION and write its report.
@@ -208,8 +258,12 @@ def run(submission: Path, out: Path, report_format: str, jobs: int | None, force
 
     try:
         config = make_config(submission, out, quiet=quiet, **grading)
+        presentation = make_presentation(**grading)
         single = out.suffix == ".json"
         if not single and (jobs is not None or force or looks_like_class(submission)):
+            if presentation != type(presentation)():
+                raise ConfigError("the Gradescope presentation options apply to one submission's results.json, "
+                                  "not to batch mode")  # fmt: skip
             _run_batch(config, jobs or defaults.JOBS, force, quiet)
             return
         _check_writable(out)
@@ -218,6 +272,7 @@ def run(submission: Path, out: Path, report_format: str, jobs: int | None, force
         from .grading.engine import grade
 
         report = grade(config, progress=None if quiet else _print_progress)
+        report.presentation = presentation
         _write(report, out, report_format)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
@@ -320,20 +375,43 @@ def regrade(reports_dir: Path, names: tuple[str, ...], quiet: bool, **grading: A
 @main.command("summary")
 @click.argument("reports_dir", type=click.Path(path_type=Path))
 @click.option("--submissions", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="The submissions folder, to flag reports whose submission is gone [default: the batch's].")  # fmt: skip
-def summary(reports_dir: Path, submissions: Path | None) -> None:
-    """(Re)build the class gradebook (CSV) and HTML summary from the reports (*.json) in REPORTS_DIR."""
-    from .outputs.summary import build_class_summary, class_result, load_rows
+              help="The submissions folder, to flag reports whose submission is gone and to find Gradescope's "
+                   "submission_metadata.yml [default: the batch's, from .batch-state.json].")
+@click.option("--roster", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="A CSV of who each submission is: a 'name' column (the report's NAME) and any of email, sid, "
+                   "full_name, canvas_id, login_id, section. It wins over Gradescope's metadata.")
+@click.option("--canvas", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write a Canvas gradebook import CSV here (needs --assignment).")
+@click.option("--assignment", default=None, metavar="NAME",
+              help="The Canvas assignment column, e.g. \"Lab 04\" or, to update an existing one, \"Lab 04 (1234)\".")
+def summary(reports_dir: Path, submissions: Path | None, roster: Path | None, canvas: Path | None,
+            assignment: str | None) -> None:
+    """(Re)build the class gradebook (gradebook.csv), summary page (summary.html) and the students' pages
+    (students/) from the reports (*.json) in REPORTS_DIR; with --canvas, a Canvas import CSV too."""
+    from .outputs.gradebook import write_canvas
+    from .outputs.summary import class_result, load_class, write_outputs
 
     if not reports_dir.is_dir():
         raise click.UsageError(f"REPORTS_DIR {reports_dir} is not a folder")
+    if submissions is not None and not submissions.is_dir():
+        raise click.UsageError(f"--submissions {submissions} is not a folder")
+    if canvas is not None and not (assignment or "").strip():
+        raise click.UsageError("--canvas needs --assignment: the name of the Canvas assignment column")
     try:
-        written = build_class_summary(reports_dir, submissions)
+        data = load_class(reports_dir, submissions, roster)
+        written = list(write_outputs(data))
+        if canvas is not None:
+            data.warnings += write_canvas(data.rows, canvas, (assignment or "").strip())
+            written.append(canvas)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"cannot write the summary: {exc.strerror or exc} ({exc.filename})") from None
+    for warning in data.warnings:
+        pass
     for path in written:
         click.echo(path)
-    click.echo(class_result(load_rows(reports_dir)))
+    click.echo(class_result(data.rows))
 
 
 @main.group()
@@ -410,6 +488,55 @@ def template_build(check: bool, dest: Path | None) -> None:
 @main.group()
 def gradescope() -> None:
     """Build the Gradescope autograder bundle."""
+
+
+BUNDLE_OPTIONS = (
+    _option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), default=Path("autograder.zip"),
+            show_default=True, help="The zip to upload to Gradescope."),
+    _option("--revision", default=None, metavar="COMMIT", help="For a hub --model: the commit to download."),
+    _option("--sha256", default=None, metavar="HASH", help="For a hub --model: the sha256 of its model.safetensors."),
+    _option("--second-revision", default=None, metavar="COMMIT", help="For a hub --second-model."),
+    _option("--second-sha256", default=None, metavar="HASH", help="For a hub --second-model."),
+    _option("--deadline", type=click.IntRange(min=60), default=540, show_default=True,
+            help="Seconds after which run_autograder stops the grader and reports the failure itself; keep it "
+                 "below the assignment's time-out on Gradescope (10 minutes by default)."),
+)  # fmt: skip
+BUNDLE_GRADING = pick(GRADING_OPTIONS, "--model", "--second-model", "--function-model", "--checkpoint-dir", "--points",
+                      "--timeout", "--memory-mb", "--threads")  # fmt: skip
+
+
+@gradescope.command("build")
+@options(BUNDLE_OPTIONS, BUNDLE_GRADING, PRESENTATION_OPTIONS)
+def gradescope_build(out: Path, **o: Any) -> None:
+    """Write the autograder zip to upload to Gradescope: setup.sh and run_autograder at its root, the
+    grader's source, lab04.conf (the options and the checkpoint pins), constraints.txt (every
+    dependency, locked from this virtualenv) and any local checkpoint.
+
+    setup.sh bakes the checkpoints into the image, checked by sha256, so grading never needs the
+    network. Exit codes: 0 when the zip was written, 1 when it cannot be, 2 for bad usage (a hub
+    model without --revision and --sha256, for example).
+    """
+    from .artifacts.gradescope import build_bundle, bundle_config
+
+    try:
+        config = bundle_config(out, presentation=make_presentation(**o), **{k: o[k] for k in (
+            "model", "second_model", "function_model", "revision", "sha256", "second_revision", "second_sha256",
+            "checkpoint_dir", "points", "timeout", "memory_mb", "threads", "deadline")})  # fmt: skip
+        entries = build_bundle(config)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    except GraderError as exc:
+        raise click.ClickException(str(exc)) from None
+    for role, pin in (("model", config.model), ("second model", config.second_model),
+                      ("function model", config.function_model)):  # fmt: skip
+        at = f" @ {pin.revision}" if pin and pin.revision else ""
+        click.echo(f"{role:<15} " + (f"{pin.kind} {pin.name}{at}  (sha256 {pin.sha256[:16]}...)" if pin else "none"))
+    click.echo(f"torch           {config.torch} (CPU build, from {config.torch_index}); "
+               f"{len(config.constraints)} distributions locked in constraints.txt")  # fmt: skip
+    for warning in config.warnings:
+        click.echo(f"Warning: {warning}", err=True)
+    click.echo(f"Wrote {out} ({len(entries)} files, {out.stat().st_size / 2**20:.1f} MB). Upload it in Gradescope: "
+               "Configure Autograder > Zip file upload (see README.md, On Gradescope).")  # fmt: skip
 
 
 if __name__ == "__main__":  # pragma: no cover

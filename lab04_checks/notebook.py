@@ -92,3 +92,45 @@ def cell_of(filename: str) -> int | None:
     """The cell number of a generated cell file name, or None."""
     match = _CELL_FILE.search(filename)
     return int(match.group(1)) if match else None
+
+
+def names_defined(source: str) -> set[str]:
+    """The names a cell binds at its top level: assignments, imports, functions and classes."""
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
+    return names
+
+
+_UNDEFINED = re.compile(r"name '(\w+)' is not defined")
+RUN_ALL = "use Kernel > Restart and Run All to check that the notebook runs from top to bottom"
+
+
+def describe_errors(errors: list[dict], cells: list[tuple[int, str]], notebook: str) -> str:
+    """The first cell that raised, as ``NOTEBOOK, cell N, line M: ...``, saying when cells are out of order."""
+    first = errors[0]
+    where = f"{notebook}, cell {first.get('cell')}" + (f", line {first['line']}" if first.get("line") else "")
+    text = f"{where}: {first.get('type')}: {first.get('message')}"
+    missing = _UNDEFINED.search(str(first.get("message", "")))
+    later = [n for n, source in cells if n > int(first.get("cell") or 0) and missing and missing.group(1) in
+             names_defined(source)]  # fmt: skip
+    if later:
+        text += (f"\nCell {later[0]} defines {missing.group(1)}, further down: the cells are out of order. Move that "
+                 f"cell above cell {first.get('cell')}, then {RUN_ALL}.")  # fmt: skip
+    else:
+        text += f"\nThe notebook's code cells run in order, as in Jupyter: {RUN_ALL}."
+    if len(errors) > 1:
+        text += f" ({len(errors) - 1} later cell{'s' if len(errors) > 2 else ''} raised too, often for the same cause.)"
+    return text

@@ -1,8 +1,10 @@
-"""Shared fixtures: offline checkpoints, submissions made from the reference, a grading helper."""
+"""Shared fixtures: offline checkpoints, one pair of fork servers for the session, a grading helper."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # the hub is unreachable here and in CI: never try it
@@ -11,36 +13,16 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 import pytest
 
 from grader.config import GradeConfig
-from grader.engine import grade
-from grader.lab.checkpoints import default_root
-from grader.models import ModelSource, resolve_model
-from grader.report import Report
-from grader.sandbox import Limits
+from grader.grading.engine import Expectations, grade, prepare_expectations, start_zygotes
+from grader.grading.tiers import TIER_NAMES
+from grader.outputs.report import Report, TierResult
+from grader.sandbox.limits import Limits
+from lab04_checks.checkpoints import default_root
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO / "reference"
-
-
-@pytest.fixture(scope="session")
-def checkpoint_root() -> Path:
-    """Built-in checkpoints live in the usual cache; building is deterministic, so sharing it is safe."""
-    return default_root()
-
-
-@pytest.fixture(scope="session")
-def tiny(checkpoint_root: Path) -> ModelSource:
-    return resolve_model("tiny", checkpoint_root)
-
-
-@pytest.fixture(scope="session")
-def wide(checkpoint_root: Path) -> ModelSource:
-    return resolve_model("wide", checkpoint_root)
-
-
-@pytest.fixture(scope="session")
-def small(checkpoint_root: Path) -> ModelSource:
-    """GPT-2 small's shape, 124M parameters: built on first use (about 10 s)."""
-    return resolve_model("small", checkpoint_root)
+SEED = 1  # the inputs' seed in tests, so that a run is reproducible
+ALL_PASS = dict.fromkeys(TIER_NAMES, "passed")
 
 
 def make_submission(folder: Path, files: dict[str, str]) -> Path:
@@ -60,26 +42,46 @@ def reference_files(with_decoder: bool = True) -> dict[str, str]:
     return files
 
 
+class Grader:
+    """The engine with the trusted side and the fork servers made once for the whole test session."""
+
+    def __init__(self, folder: Path):
+        self.config = GradeConfig(submission=REPO, out=folder / "results.json", seed=SEED,
+                                  checkpoint_dir=default_root())  # fmt: skip
+        self.expectations: Expectations = prepare_expectations(self.config)
+        self.zygotes = start_zygotes(self.config.limits, folder, self.expectations)
+
+    def __call__(self, submission: Path, **limits: object) -> Report:
+        """Grade ``submission`` through the real engine (sandboxed student processes, verdicts here)."""
+        config = replace(self.config, submission=submission, out=Path(submission).parent / "results.json",
+                         limits=replace(Limits(), **limits))  # fmt: skip
+        return grade(config, expectations=self.expectations, zygotes=self.zygotes)
+
+    def close(self) -> None:
+        for zygote in self.zygotes.values():
+            zygote.close()
+
+
+@pytest.fixture(scope="session")
+def grader(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Grader]:
+    shared = Grader(tmp_path_factory.mktemp("grader"))
+    yield shared
+    shared.close()
+
+
 @pytest.fixture
 def reference_submission(tmp_path: Path) -> Path:
     return make_submission(tmp_path / "reference_submission", reference_files())
-
-
-def grade_submission(submission: Path, timeout: float = 60.0, memory_mb: int = 6144, **options) -> Report:
-    """Grade through the real engine: a child process per run, verdicts in this process."""
-    config = GradeConfig(
-        submission=submission,
-        out=submission.parent / "results.json",
-        limits=Limits(timeout=timeout, memory_bytes=memory_mb * 2**20),
-        checkpoint_dir=default_root(),
-        **options,
-    )
-    return grade(config)
 
 
 def statuses(report: Report) -> dict[str, str]:
     return {t.name: t.status for t in report.tiers}
 
 
-def tier(report: Report, name: str):
+def tier(report: Report, name: str) -> TierResult:
     return next(t for t in report.tiers if t.name == name)
+
+
+def expect(**changes: str) -> dict[str, str]:
+    """Every tier passes except those named."""
+    return {**ALL_PASS, **changes}

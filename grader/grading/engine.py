@@ -249,6 +249,11 @@ def _report(config: GradeConfig, prepared: Prepared | None, expectations: Expect
                 resources[f"{agent.flavour}_peak_rss_mb"] = round(p.peak_rss_bytes / 2**20, 1)
         resources["requests"] = session.requests
     notes = list(session.notes) if session is not None else []
+    for cell in (imported.cells if imported else ()):
+        where = prepared.cell_files.get(f"_cell_{cell['cell']:03d}.py", f"cell {cell['cell']}") if prepared else ""
+        line = f", line {cell['line']}" if cell.get("line") else ""
+        notes.append(f"{where}{line} raised {cell['type']}: {cell['message']} (the grader ran the notebook top to "
+                     "bottom, as Kernel > Restart and Run All does)")  # fmt: skip
     return Report(
         tiers=results,
         decoder=decoder,

@@ -124,8 +124,7 @@ class Report:
         for i, t in enumerate(self.tiers, start=1):
             output = f"[{t.status}] {t.detail}"
             if p.output_format == "md":
-                output = f"**{t.status}**\n\n" + "\n".join(line if line.startswith("- ") else f"{line}  "
-                                                           for line in t.detail.splitlines())  # fmt: skip
+                output = f"**{t.status}**\n\n" + _markdown(t.detail)
             tests.append({"name": f"{i}. {t.title}", "number": str(i), "score": t.score, "max_score": t.max_score,
                           "status": "passed" if t.status == "passed" else "failed", "output": output,
                           "output_format": p.output_format, "visibility": p.tier(t.name),
@@ -133,7 +132,7 @@ class Report:
         document: dict[str, Any] = {
             "score": self.score,
             "execution_time": round(self.execution_time, 3),
-            "output": self.summary(),
+            "output": _markdown(self.summary()) if p.output_format == "md" else self.summary(),
             "output_format": p.output_format,
             "test_output_format": p.output_format,
             "visibility": p.visibility,
@@ -165,6 +164,11 @@ class Report:
             document["leaderboard"] = [{"name": "logits max |diff|", "value": value if value is not None else 1e9,
                                         "order": "asc"}]  # fmt: skip
         return document
+
+
+def _markdown(text: str) -> str:
+    """Plain lines as Markdown: each line stays a line (a hard break), list items stay items."""
+    return "\n".join(line if line.startswith("- ") else f"{line}  " for line in text.splitlines())
 
 
 def _finite(value: float | None) -> float | None:

@@ -207,7 +207,7 @@ class StudentProcess:
     def _read_status(self) -> int | None:
         """The launcher's messages: the student pid, then (once it ended) its wait status."""
         status = None
-        while self.status_fd >= 0 and select.select([self.status_fd], [], [], 0)[0]:
+        while self.status_fd >= 0 and _readable(self.status_fd, 0):
             data = os.read(self.status_fd, 256)
             if not data:
                 os.close(self.status_fd)
@@ -262,7 +262,7 @@ class StudentProcess:
             if status is not None:
                 return status
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([self.status_fd], [], [], remaining)[0]:
+            if remaining <= 0 or not _readable(self.status_fd, remaining):
                 return None
 
     def close(self) -> None:
@@ -285,7 +285,7 @@ class StudentProcess:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
-            if not select.select([self.sock], [], [], remaining)[0]:
+            if not _readable(self.sock.fileno(), remaining):
                 return None
             try:
                 data, _, flags, _ = socket.recv_fds(self.sock, protocol.MAX_MESSAGE + 1, 1)
@@ -366,7 +366,8 @@ class StudentProcess:
             fields = protocol.check_fields(op, message)
             sealed = protocol.seal(results_fd)
             results_fd = -1
-            bulk = protocol.Bulk(sealed, protocol.manifest(message.get("arrays"), os.fstat(sealed).st_size))
+            bulk = protocol.Bulk(sealed, protocol.manifest(message.get("arrays"), os.fstat(sealed).st_size),
+                                 hold=op == "export")  # fmt: skip
             return Reply("ok", fields=fields, bulk=bulk)
         except ProtocolError as exc:
             _close(results_fd)
@@ -434,6 +435,13 @@ def describe_status(status: int | None, limits: Limits) -> str:
         return detail
     code = os.waitstatus_to_exitcode(status)
     return f"the process exited early with code {code}"
+
+
+def _readable(fd: int, timeout: float) -> bool:
+    """True when ``fd`` has data (or end of file) within ``timeout`` seconds; poll, so any fd number works."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+    return bool(poller.poll(max(0, int(timeout * 1000))))
 
 
 def _close(fd: int) -> int:

@@ -373,11 +373,14 @@ def manifest(value: Any, size: int) -> list[Block]:
 class Bulk:
     """A sealed results memfd and its validated manifest; arrays are read-only views into it."""
 
-    def __init__(self, fd: int, blocks: list[Block]):
-        self.fd = fd
+    def __init__(self, fd: int, blocks: list[Block], hold: bool = False):
         self.size = os.fstat(fd).st_size
         self.blocks = blocks
         self._map = mmap.mmap(fd, self.size, prot=mmap.PROT_READ) if self.size else None
+        self.fd = fd
+        if not hold:  # the mapping outlives the descriptor: keep no descriptor per reply
+            os.close(fd)
+            self.fd = -1
 
     def array(self, index: int | None, what: str = "an array") -> np.ndarray:
         if index is None or not 0 <= index < len(self.blocks):

@@ -2,18 +2,22 @@
 # Lab 04 autograder image set-up: Gradescope runs this once, as root, when it builds the image
 # (Ubuntu 22.04 base image; the network is available here, and never needed again afterwards).
 #
-# 1. Python >= 3.11 (apt's python3.11 on Ubuntu 22.04, whose python3 is 3.10).
-# 2. A virtualenv in $AUTOGRADER_ROOT/lab04/venv with the CPU build of torch (never a CUDA
-#    build), then the grader from lab04_grader/ (a normal, non-editable install), with the
-#    versions in constraints.txt.
+# 1. Python $LAB04_PYTHON, the version the bundle was built and locked with (apt's python3.11
+#    on Ubuntu 22.04, whose python3 is 3.10); another Python >= 3.11 only if apt has none.
+# 2. A virtualenv in $AUTOGRADER_ROOT/lab04/venv: the CPU build of torch from PyTorch's CPU
+#    index (never a CUDA build), then the grader from lab04_grader/ (a normal, non-editable
+#    install) with `-c constraints.txt`, which pins every distribution it needs, transitively.
+#    Then the venv is checked against the lock: any pinned distribution at another version
+#    stops the build.
 # 3. The checkpoints of lab04.conf, baked into $AUTOGRADER_ROOT/lab04 and checked against the
 #    sha256 recorded when the bundle was built: built offline for a built-in name, copied
 #    from models/ for a local folder, downloaded at the pinned revision for a hub name.
 #    Any mismatch stops the build here, loudly, instead of grading against other weights.
 #
-# The venv and the checkpoints live outside source/ because the grader hides source/ from
-# student code. Environment: AUTOGRADER_ROOT (default /autograder) relocates every path;
-# LAB04_VENV (tests only) uses that existing virtualenv and skips steps 1 and 2.
+# Nothing here needs namespaces or CAP_SYS_ADMIN (a default Docker container has neither):
+# the last step only reports whether grading will have them. Environment: AUTOGRADER_ROOT
+# (default /autograder) relocates every path; LAB04_VENV (tests only) uses that existing
+# virtualenv and skips steps 1 and 2.
 set -euo pipefail
 
 ROOT="${AUTOGRADER_ROOT:-/autograder}"
@@ -26,10 +30,10 @@ VENV="${LAB04_VENV:-$LAB04_HOME/venv}"
 say() { printf '\n== setup.sh: %s\n' "$*"; }
 die() { printf '\nsetup.sh: ERROR: %s\n' "$*" >&2; exit 1; }
 
-# A Python >= 3.11 already on the machine, if any.
+# The Python to build the venv with: the locked version first, then any >= 3.11.
 find_python() {
   local py
-  for py in python3.13 python3.12 python3.11 python3; do
+  for py in "python$LAB04_PYTHON" python3.13 python3.12 python3.11 python3; do
     if command -v "$py" >/dev/null 2>&1 && "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
       printf '%s' "$py"
       return 0
@@ -38,33 +42,61 @@ find_python() {
   return 1
 }
 
-mkdir -p "$LAB04_HOME"
-if [ -z "${LAB04_VENV:-}" ]; then
-  export DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-  say "Python >= 3.11"
-  if ! PY="$(find_python)"; then
+install_python() {
+  if ! command -v "python$LAB04_PYTHON" >/dev/null 2>&1; then
     apt-get update
-    apt-get install -y --no-install-recommends python3.11 python3.11-venv
-    PY=python3.11
+    apt-get install -y --no-install-recommends "python$LAB04_PYTHON" "python$LAB04_PYTHON-venv" ||
+      echo "setup.sh: apt has no python$LAB04_PYTHON; using another Python >= 3.11 (the lock may not fit it)" >&2
   fi
+  PY="$(find_python)" || die "no Python >= 3.11 could be installed"
   if ! "$PY" -m venv "$VENV"; then  # ensurepip comes in a separate Debian package
-    apt-get update
     apt-get install -y --no-install-recommends "${PY}-venv"
     rm -rf "$VENV"
     "$PY" -m venv "$VENV"
   fi
   "$VENV/bin/python" --version
+}
 
-  say "torch $LAB04_TORCH, CPU build"
-  "$VENV/bin/pip" install "torch==$LAB04_TORCH" --index-url "$LAB04_TORCH_INDEX"
+mkdir -p "$LAB04_HOME"
+if [ -z "${LAB04_VENV:-}" ]; then
+  export DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+  say "Python $LAB04_PYTHON"
+  install_python
+
+  say "torch $LAB04_TORCH, CPU build, from $LAB04_TORCH_INDEX"
+  "$VENV/bin/pip" install --no-deps "torch==$LAB04_TORCH" --index-url "$LAB04_TORCH_INDEX"
   "$VENV/bin/python" -c 'import sys, torch; sys.exit(f"torch {torch.__version__} is a CUDA build" if torch.version.cuda else 0)' ||
     die "the CPU build of torch was expected"
 
-  say "the grader $LAB04_GRADER_VERSION"
+  say "the grader $LAB04_GRADER_VERSION and its locked dependencies"
   "$VENV/bin/pip" install -c "$SOURCE/constraints.txt" "$SOURCE/$LAB04_PROJECT_DIR"
 else
   say "LAB04_VENV=$LAB04_VENV: using that environment, installing nothing (a local test)"
 fi
+
+say "the virtualenv against constraints.txt"
+"$VENV/bin/python" -I - "$SOURCE/constraints.txt" <<'PY' || die "the virtualenv does not match constraints.txt (above)"
+import sys
+from importlib import metadata
+
+wrong = []
+for line in open(sys.argv[1], encoding="utf-8"):
+    line = line.split("#", 1)[0].strip()
+    if not line:
+        continue
+    name, _, version = line.partition("==")
+    try:
+        have = metadata.version(name)
+    except metadata.PackageNotFoundError:
+        wrong.append(f"{name}: pinned {version}, not installed")
+        continue
+    if have != version:
+        wrong.append(f"{name}: pinned {version}, installed {have}")
+for line in wrong:
+    print(line, file=sys.stderr)
+print(f"every pin holds" if not wrong else f"{len(wrong)} pin(s) do not hold")
+sys.exit(1 if wrong else 0)
+PY
 version="$("$VENV/bin/grade" --version)" || die "the grader does not start: $VENV/bin/grade --version failed"
 [[ "$version" == *" $LAB04_GRADER_VERSION" ]] || die "installed '$version', but the bundle holds grader $LAB04_GRADER_VERSION"
 
@@ -116,7 +148,18 @@ if [ "$LAB04_SECOND_MODEL_KIND" != none ]; then
   bake second "$LAB04_SECOND_MODEL_KIND" "$LAB04_SECOND_MODEL" "$LAB04_SECOND_MODEL_REVISION" \
     "$LAB04_SECOND_MODEL_WEIGHTS" "$LAB04_SECOND_MODEL_SHA256"
 fi
+bake function "$LAB04_FUNCTION_MODEL_KIND" "$LAB04_FUNCTION_MODEL" "$LAB04_FUNCTION_MODEL_REVISION" \
+  "$LAB04_FUNCTION_MODEL_WEIGHTS" "$LAB04_FUNCTION_MODEL_SHA256"
 
-# Readable by every user: the grader stages the checkpoints for the unprivileged student user.
+# Readable by every user: student code runs as an unprivileged user and reads the checkpoints.
 chmod -R a+rX "$LAB04_HOME"
+chmod a+x "$ROOT"
+
+# Namespaces are the sandbox's first layer; a default Docker container refuses them. Only a report.
+if command -v unshare >/dev/null 2>&1 && unshare --mount --pid --net --ipc --uts --fork true 2>/dev/null; then
+  say "namespaces: available here"
+else
+  say "namespaces: refused here (no CAP_SYS_ADMIN?). If grading has none either, each result says that"
+  echo "isolation was reduced (a line students see; the details are in extra_data.sandbox for staff)."
+fi
 say "done: the grader $LAB04_GRADER_VERSION and its checkpoints are in $LAB04_HOME"

@@ -29,6 +29,8 @@ LANE = "torch"  # the student process it talks to; tiers of the two lanes run si
 AGREE_RTOL = 1e-3  # the reported max difference must agree with the true one this closely (plus float32 noise)
 NOISE = 5  # float32 noise of two forward passes, in tolerances
 END_OF_TEXT = 50256
+COURSE_ATOL = 1e-4  # the course's default atol
+CLOSE_MISS = 3e-4  # rejected by atol=1e-4, accepted by a hard-wired looser tolerance such as 1e-3
 
 
 @dataclass
@@ -117,6 +119,9 @@ def run(session: Session, deadline: Deadline) -> Verdict:
     default_atol = signature.default("atol") if signature else None
     if signature is not None and signature.accepts("atol"):
         cases.append(Case("the near miss with atol=0.5", cases[1].weights, texts[0], atol=0.5))
+        close = near_miss(truth, rng, CLOSE_MISS)
+        cases.append(Case(f"a close miss (logits off by {CLOSE_MISS:g}) with atol={COURSE_ATOL:g}", close, texts[1],
+                          atol=COURSE_ATOL))  # fmt: skip
     order = rng.permutation(len(cases))
     hf_model, tokenizer = session.hf(deadline)
     lines: list[str] = []
@@ -187,12 +192,16 @@ def _judge_case(session: Session, case: Case, hf_model: int, tokenizer: int, dea
         return text, ("wrong_number", "compare_outputs reports a wrong number")
     should = case.should_match(true, noise)
     if should is not None and match != should:
-        if should:
+        if should and case.atol is None:
             return (f"{head}, {said}, but the logits match (max |diff| {true:.3g}, float32 noise): your tolerance "
                     "is too strict"), ("too_strict", "compare_outputs' tolerance is too strict")  # fmt: skip
-        if case.atol is not None:
+        if case.atol is not None and should:
             return f"{head}, {said}: with atol={case.atol:g} it must say True (it must use its atol argument)", (
                 "ignores_atol", "compare_outputs ignores its atol")  # fmt: skip
+        if case.atol is not None:
+            return (f"{head}, {said}, but with atol={case.atol:g} a model off by {true:.3g} must not match: your "
+                    "tolerance is too loose (does it use its atol argument?)"), ("too_loose", "compare_outputs' "
+                                                                                 "tolerance is too loose")  # fmt: skip
         return (f"{head}, {said}, but a model off by {true:.3g} is not GPT-2: your tolerance is too loose "
                 "(match must be max_diff <= atol, with an atol near float32 noise such as 1e-4)"), (
                 "too_loose", "compare_outputs' tolerance is too loose")  # fmt: skip

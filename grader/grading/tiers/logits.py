@@ -165,6 +165,25 @@ def _localise(session: Session, trace: dict[str, tuple[np.ndarray, np.ndarray]],
     return None, 0.0, []
 
 
+def _first_divergence(session: Session, trace: dict[str, tuple[np.ndarray, np.ndarray]],
+                      ids: np.ndarray) -> tuple[str, float] | None:  # fmt: skip
+    """Where the student's activations first leave GPT-2's (with GPT-2's own weights), in forward order."""
+    expected = session.expected("primary")
+    _, reference = expected.trace(ids)
+    got: dict[str, np.ndarray] = {}
+    if "layer 0 block" in trace:
+        got["embedding"] = trace["layer 0 block"][0]
+    for label, (_, returned) in trace.items():
+        name = label.replace(" block", " residual after mlp") if label.endswith(" block") else label
+        got[name] = returned
+    for name, want in reference:
+        if name in got:
+            ok, diff = _close(got[name], want, 10 * SUBSTEP_RTOL)
+            if not ok:
+                return name, diff
+    return None
+
+
 def _embedding_mistake(got: np.ndarray, weights: dict, row: np.ndarray) -> list[tuple[str, str]]:
     wte, wpe, T = weights["token_embedding.weight"], weights["pos_embedding.weight"], len(row)
     tokens = wte[row].astype(np.float64)
@@ -321,6 +340,11 @@ def _diagnose(session: Session, deadline: Deadline, handle: int, failed: list[in
     ids = inputs.logits[k].ids[:1]
     if k in failed:
         trace = _trace(session, handle, ids, deadline)
+        divergence = _first_divergence(session, trace, ids) if trace else None
+        if divergence is not None:
+            facts["first_activation_divergence"] = divergence[0]
+            lines.append(f"your activations first leave GPT-2's at: {divergence[0]} (max |diff| {divergence[1]:.3g}; "
+                         "everything before it matches)")  # fmt: skip
         weights = _student_weights(session)
         step, diff, named = _localise(session, trace, ids, weights) if trace else (None, 0.0, [])
         if step is not None:

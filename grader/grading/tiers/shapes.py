@@ -42,9 +42,9 @@ def findings_of(load: Load) -> list[Finding]:
             finding, _ = compare_one(path, expected.attributes[path], have, expected.candidates, unchanged)
             if finding is not None:
                 out.append(finding)
-    out += _tie_findings(load)
+    out = _tie_findings(load) + out
     if load.dotted and any(kind == "never_loaded" for _, kind, _ in out):
-        out.append(("your model", "dotted_setattr", f"now has attributes whose names contain dots, e.g. "
+        out.insert(0, ("your model", "dotted_setattr", f"now has attributes whose names contain dots, e.g. "
                     f"{load.dotted[0]!r} ({len(load.dotted)} such): setattr(model, 'blocks.0.attn.W_Q', value) makes "
                     "one attribute with that whole name instead of reaching blocks[0].attn; follow the path one part "
                     "at a time and set the last part"))
@@ -89,6 +89,8 @@ def run(session: Session, deadline: Deadline) -> Verdict:
     all_findings: list[Finding] = []
     causes: dict[str, str] = {}
     for name in session.load_order():
+        if failures and failures[-1][0].kind in ("timeout", "crashed"):
+            break  # the process is gone and the tier's time with it: the next checkpoint would fail the same way
         load = session.load(name, deadline)
         expected = load.expected
         where = f"On the {name} checkpoint ({expected.shape.describe()})"
@@ -102,7 +104,8 @@ def run(session: Session, deadline: Deadline) -> Verdict:
         facts["wrong"][name] = [f[0] for f in findings][:64]
         if findings or notes:
             lines = group_findings(findings) + notes
-            head = f"{where}, {len(findings)} of {len(expected.digests)} attributes are wrong:" if findings else where
+            wrong = sum(1 for path, _, _ in findings if path in expected.digests or path == TIE)
+            head = f"{where}, {wrong} of {len(expected.digests)} attributes are wrong:" if findings else where
             sections.append(f"{head}\n{bullet(lines)}")
         for path, _, words in findings:
             causes.setdefault(cause_key(path), f"{path} {words}")

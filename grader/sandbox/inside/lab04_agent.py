@@ -287,8 +287,13 @@ class Agent:
             cls = self._find_class(how, where)
             if isinstance(cls, type):
                 self.model_class = cls
-                source = inspect.getsourcefile(cls) or ""
-                origin = self._relative(source) if self._own(source) else how
+                source = os.path.realpath(inspect.getsourcefile(cls) or "")
+                if self._own(source):
+                    origin = self._relative(source)
+                elif request.get("reference") and source == os.path.realpath(request["reference"]):
+                    origin = "reference"
+                else:
+                    origin = f"module {getattr(cls, '__module__', '?')}"[:200]
                 call = getattr(cls, "__call__", None)
                 forward = getattr(cls, "forward", None)
                 out["model_class"] = {"origin": origin, "how": how, "init": _signature(cls),
@@ -426,6 +431,10 @@ class Agent:
         preloaded = PRELOADED.get(request.get("preloaded", ""))
         if preloaded is not None:  # loaded by the fork server before the fork: private to this process now
             model, tokenizer = preloaded
+            for obj in (model, model.config, tokenizer):  # as if loaded from the path this process sees
+                for attr in ("name_or_path", "_name_or_path"):
+                    if hasattr(obj, attr):
+                        setattr(obj, attr, request["path"])
         else:
             model = GPT2LMHeadModel.from_pretrained(request["path"]).eval()
             tokenizer = GPT2Tokenizer.from_pretrained(request["path"])
@@ -681,7 +690,7 @@ def _torch_paths(obj: Any, limit: int = 200_000) -> list[str]:
         if id(value) in seen:
             continue
         seen.add(id(value))
-        if _is_tensor(value) or (type(value).__module__ or "").startswith("torch"):
+        if _is_tensor(value) or (type(value).__module__ or "").startswith(("torch", "transformers")):
             found.append(path or "(the model itself)")
             continue
         if isinstance(value, (str, bytes, int, float, bool, np.ndarray, type(None))):
