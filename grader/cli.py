@@ -24,7 +24,7 @@ from .errors import ConfigError, GraderError
 from .outputs.report import VISIBILITIES
 from .sandbox.limits import Limits
 
-STATUS_COLOURS = {"click.echo(f"warning: {warning}", err=True)ed": "green", "failed": "red", "error": "red", "timeout": "yellow", "skipped": "yellow"}
+STATUS_COLOURS = {"passed": "green", "failed": "red", "error": "red", "timeout": "yellow", "skipped": "yellow"}
 
 
 class DefaultGroup(click.Group):
@@ -408,7 +408,7 @@ def summary(reports_dir: Path, submissions: Path | None, roster: Path | None, ca
     except OSError as exc:
         raise click.ClickException(f"cannot write the summary: {exc.strerror or exc} ({exc.filename})") from None
     for warning in data.warnings:
-        pass
+        click.echo(f"warning: {warning}", err=True)
     for path in written:
         click.echo(path)
     click.echo(class_result(data.rows))

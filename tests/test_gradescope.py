@@ -503,9 +503,10 @@ def filled_template(folder: Path) -> Path:
     shutil.copytree(REPO / "student_template", folder)
     nb = nbformat.read(folder / "lab04.ipynb", as_version=4)
     solution = (REPO / "reference" / "pretrained.py").read_text()
-    kept = [c for c in nb.cells if c.cell_type == "markdown" or "class GPTModel" in c.source or "__main__" in c.source]
-    at = next(i for i, c in enumerate(kept) if c.cell_type == "markdown" and "weight loader" in c.source)
-    nb.cells = [*kept[: at + 1], nbformat.v4.new_code_cell(solution), *kept[at + 1 :]]
+    given = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code" and "class GPTModel" in c.source)
+    cells = [c for c in nb.cells if c.cell_type != "code" or "class GPTModel" in c.source or "__main__" in c.source]
+    at = cells.index(nb.cells[given]) + 1  # the stub cells give way to one cell: the reference, after GPTModel
+    nb.cells = [*cells[:at], nbformat.v4.new_code_cell(solution), *cells[at:]]
     nbformat.write(nb, folder / "lab04.ipynb")
     assert "raise NotImplementedError" in (folder / "src" / "pretrained.py").read_text()
     return folder

@@ -149,7 +149,7 @@ def submissions_folder(reports_dir: Path, submissions: Path | None = None) -> Pa
     try:
         recorded = json.loads((Path(reports_dir) / STATE_FILE).read_text(encoding="utf-8")).get("submissions")
     except (OSError, ValueError, AttributeError):
-        return _unreadable(name, f"cannot read the report: {_reason(exc)}")
+        return None
     return Path(recorded) if isinstance(recorded, str) and recorded else None
 
 
@@ -172,7 +172,7 @@ def _read_row(path: Path) -> SubmissionRow | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-        return None
+        return _unreadable(name, f"cannot read the report: {_reason(exc)}")
     if not isinstance(data, dict) or ("tests" not in data and "extra_data" not in data):
         return None
     try:
@@ -216,7 +216,7 @@ def parse_report(name: str, data: dict[str, Any]) -> SubmissionRow:
         peak_memory_mb=_peak_memory(extra.get("resources")), start_here=str(extra.get("start_here") or ""),
         notes=tuple(str(n) for n in _listed(extra.get("notes"))), submission=submission, internal_errors=internal,
         stdout=str(output.get("stdout") or ""), stderr=str(output.get("stderr") or ""),
-        models=extra.get("models") if isinstance(extra.get("models"), dict) else {},
+        models=_models(extra),
         grader_version=str(versions.get("grader") or ""),
     )  # fmt: skip
     return replace(row, failures=failure_kinds(row), error=error_text(row))
@@ -226,6 +226,14 @@ def _mapping(value: Any, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise _Malformed(f"{what} is not an object")
     return value
+
+
+def _models(extra: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoints by role; a schema-1 report's ``model`` and ``second_model`` become primary and second."""
+    if isinstance(extra.get("models"), dict):
+        return extra["models"]
+    old = (("primary", "model"), ("second", "second_model"))
+    return {role: extra[key] for role, key in old if isinstance(extra.get(key), dict)}
 
 
 def _listed(value: Any) -> list[Any]:

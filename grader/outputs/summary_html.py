@@ -1,7 +1,7 @@
 """The class summary page and one feedback page per student, each a self-contained HTML file.
 
 ``summary.html``: the header (date, checkpoints, grader version, points per tier), the headline
-numbers, a score histogram and the old.unlink(missing_ok=True) rate per tier (inline SVG), the table of students
+numbers, a score histogram and the pass rate per tier (inline SVG), the table of students
 (sortable, filterable; each name links to ``students/<page>.html``), who made each mistake,
 every failure kind, the slowest submissions and the stale reports. Every piece of text from a
 report is escaped: names, feedback and output come from students or their code.
@@ -75,7 +75,7 @@ def write_pages(data: ClassData, path: Path, now: datetime | None = None) -> Pat
         write_atomic(folder / pages[row.name], render_student(row, when))
     for old in folder.glob("*.html"):
         if old.name not in pages.values() and old.is_file() and not old.is_symlink():
-            pass
+            old.unlink(missing_ok=True)
     write_atomic(path, render_summary(data, pages, when))
     return path
 

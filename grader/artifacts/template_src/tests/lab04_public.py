@@ -348,16 +348,19 @@ def wrong_lines(problems: dict[str, tuple[str, str]]) -> str:
     """One line per wrong attribute, the blocks folded: ``blocks.{0,1}.attn.W_O holds the transpose ...``."""
     import re
 
-    groups: dict[tuple[str, str], list[str]] = {}
+    folded: dict[tuple[str, str], list[str]] = {}  # (path with the block index cut out, words) -> block indices
     for path, (_, words) in problems.items():
-        match = re.match(r"blocks\.(\d+)\.(.+)", path)
-        pattern = f"blocks.{{}}.{match.group(2)}" if match else path
-        groups.setdefault((pattern, words), []).append(match.group(1) if match else "")
-    lines = []
-    for (pattern, words), layers in groups.items():
-        shown = layers[0] if len(layers) == 1 else "{" + ",".join(layers) + "}"
-        lines.append(f"{pattern.format(shown) if '{}' in pattern else pattern} {words}")
-    return _bullets(lines)
+        block = re.match(r"blocks\.(\d+)\.", path)
+        rest = path[block.end():] if block else path
+        folded.setdefault((rest if block else f"={rest}", words), []).append(block.group(1) if block else "")
+    out = []
+    for (rest, words), indices in folded.items():
+        if rest.startswith("="):
+            out.append(f"{rest[1:]} {words}")
+        else:
+            which = indices[0] if len(indices) == 1 else f"{{{','.join(indices)}}}"
+            out.append(f"blocks.{which}.{rest} {words}")
+    return _bullets(out)
 
 
 LAB = Lab()  # one per test session; conftest.py configures it
