@@ -21,7 +21,7 @@ import click
 from . import __version__, defaults
 from .config import DEFAULT_POINTS_FILE, GradeConfig, load_points
 from .errors import ConfigError, GraderError
-from .outputs.report import VISIBILITIES
+from .outputs.report import VISIBILITIES, Presentation
 from .sandbox.limits import Limits
 
 STATUS_COLOURS = {"passed": "green", "failed": "red", "error": "red", "timeout": "yellow", "skipped": "yellow"}
@@ -187,10 +187,8 @@ def make_config(submission: Path, out: Path, **o: Any) -> GradeConfig:
     )
 
 
-def make_presentation(**o: Any) -> Any:
+def make_presentation(**o: Any) -> Presentation:
     """How Gradescope shows the report, from the presentation options."""
-    from .outputs.report import Presentation
-
     return Presentation(output_format=o["output_format"], visibility=o["visibility"],
                         stdout_visibility=o["stdout_visibility"], tier_visibility=tuple(o["tier_visibility"]),
                         leaderboard=o["leaderboard"])  # fmt: skip
@@ -261,7 +259,7 @@ def run(submission: Path, out: Path, report_format: str, jobs: int | None, force
         presentation = make_presentation(**grading)
         single = out.suffix == ".json"
         if not single and (jobs is not None or force or looks_like_class(submission)):
-            if presentation != type(presentation)():
+            if presentation != Presentation():
                 raise ConfigError("the Gradescope presentation options apply to one submission's results.json, "
                                   "not to batch mode")  # fmt: skip
             _run_batch(config, jobs or defaults.JOBS, force, quiet)
@@ -476,11 +474,12 @@ def template_build(check: bool, dest: Path | None) -> None:
         if check:
             diffs = differences(dest)
             if diffs:
-                raise click.ClickException("student_template/ is out of date: " + ", ".join(diffs[:5]))
-            click.echo("student_template/ is up to date.")
+                shown = ", ".join(diffs[:5]) + (f" and {len(diffs) - 5} more" if len(diffs) > 5 else "")
+                raise click.ClickException(f"{dest} is out of date ({shown}): run `grade template build`")
+            click.echo(f"{dest} is up to date.")
             return
         written = build_template(dest)
-    except TemplateError as exc:
+    except (TemplateError, GraderError, OSError, RuntimeError) as exc:  # a bad marker; the public checkpoint unbuilt
         raise click.ClickException(str(exc)) from None
     click.echo(f"Wrote {len(written)} files to {dest}")
 

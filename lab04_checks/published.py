@@ -59,6 +59,7 @@ class Published:
 
     @classmethod
     def load(cls, path: Path) -> Published:
+        """Read the JSON that ``grade template build`` wrote."""
         return cls(json.loads(Path(path).read_text()))
 
     def problem(self, path: str, value: Any, before: str | None = None) -> tuple[str, str] | None:
@@ -86,7 +87,7 @@ class Published:
                                  "(in, out), as x @ W wants; no .T")  # fmt: skip
         if got in self._holder:
             other = self._holder[got]
-            return relation(path, other), f"holds what {other} should hold{why(path, other)}"
+            return relation(path, other), f"holds what {_seen_from(path, other)} should hold{why(path, other)}"
         if got in self._transposed:
             return "wrong", f"holds the transpose of what {self._transposed[got]} should hold"
         if not np.all(np.isfinite(value)):
@@ -134,6 +135,12 @@ def relation(path: str, other: str) -> str:
     if same_block and (leaves <= _QKV_W or leaves <= _QKV_B):
         return "qkv"
     return "swapped"
+
+
+def _seen_from(path: str, other: str) -> str:
+    """``other`` as seen from ``path``: "this block's attn.W_K" within one block, else its full path."""
+    a, b = _BLOCK.match(path), _BLOCK.match(other)
+    return f"this block's {b.group(2)}" if a and b and a.group(1) == b.group(1) else other
 
 
 def why(path: str, other: str) -> str:

@@ -33,6 +33,7 @@ class StudentError(Exception):
 
     @property
     def message(self) -> str:
+        """What the student reads: the summary, their line, a hint."""
         lines = [self.summary] + ([f"  {self.where}"] if self.where else []) + ([self.hint] if self.hint else [])
         return "\n".join(lines)
 
@@ -68,7 +69,8 @@ class Code:
     def error(self, exc: BaseException, what: str) -> StudentError:
         """The StudentError for ``exc``, raised by ``what``."""
         kind = type(exc).__name__
-        text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        text = str(exc.msg if isinstance(exc, SyntaxError) else exc).strip()  # a SyntaxError's str repeats the line
+        text = text.splitlines()[0][:300] if text else ""
         where = self.where(exc)
         if isinstance(exc, NotImplementedError):
             summary = f"{what} raised NotImplementedError: it is still the template's stub, write it"

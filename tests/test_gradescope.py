@@ -123,6 +123,8 @@ def run_autograder(root: Path, submission: Path | dict[str, str], venv: Path = V
     done = subprocess.run(command, env={**os.environ, "AUTOGRADER_ROOT": str(root), "LAB04_VENV": str(venv)},
                           capture_output=True, text=True, errors="replace", timeout=600)  # fmt: skip
     output = done.stdout + done.stderr
+    for aside in re.findall(r"not a regular file; moved it to (\S+)", output):
+        shutil.rmtree(aside, ignore_errors=True)  # what run_autograder moved out of the way
     assert done.returncode == 0, output
     results_file = root / "results" / "results.json"
     assert results_file.is_file() and not results_file.is_symlink(), f"no results.json file:\n{output}"
@@ -364,6 +366,38 @@ def test_setup_fails_loudly_when_the_image_differs_from_the_bundle(bundle: Path,
     done = setup(root)
     assert done.returncode != 0, done.stdout
     assert all(text in done.stderr for text in expected), done.stderr
+
+
+def test_grade_run_refuses_bad_presentation_options(tmp_path: Path) -> None:
+    """`grade run` checks --tier-visibility before grading (exit 2), and the presentation options, which
+    shape one results.json, are refused in batch mode (exit 2): nothing is written."""
+    submission = REPO / "reference"
+    bad = CliRunner().invoke(main, ["run", str(submission), "--out", str(tmp_path / "r.json"),
+                                    "--tier-visibility", "logits=sometimes"])  # fmt: skip
+    assert bad.exit_code == 2 and "TIER=VISIBILITY" in bad.stderr, bad.output
+    batch = CliRunner().invoke(main, ["run", str(REPO / "examples"), "--out", str(tmp_path / "reports"), "-j", "1",
+                                      "--leaderboard"])  # fmt: skip
+    assert batch.exit_code == 2 and "batch mode" in batch.stderr, batch.output
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_grade_run_applies_the_presentation_options(tmp_path: Path) -> None:
+    """`grade SUB --out results.json` with Markdown, a default and a per-tier visibility, stdout visibility and
+    the leaderboard: exit 0, then a results.json that says all of it and follows Gradescope's format."""
+    out = tmp_path / "results.json"
+    result = CliRunner().invoke(main, [str(REPO / "reference"), "--out", str(out), "-q", "--output-format", "md",
+                                       "--visibility", "after_due_date", "--tier-visibility", "logits=visible",
+                                       "--stdout-visibility", "visible", "--leaderboard"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    results = strict_json(out.read_text())
+    validate(results)
+    assert (results["output_format"], results["visibility"], results["stdout_visibility"]) == (
+        "md", "after_due_date", "visible")  # fmt: skip
+    assert {t["tags"][0]: t["visibility"] for t in results["tests"]} == {
+        **dict.fromkeys(TIER_NAMES, "after_due_date"), "logits": "visible"}  # fmt: skip
+    assert all(t["output_format"] == "md" and t["output"].startswith("**passed**") for t in results["tests"])
+    assert results["leaderboard"][0]["order"] == "asc" and results["score"] == 100
 
 
 # ---------------------------------------------------------------- grading with run_autograder

@@ -56,6 +56,10 @@ class Deadline:
     def __float__(self) -> float:
         return self.end
 
+    def extend(self, seconds: float) -> None:
+        """Give back time the grader spent on its own business."""
+        self.end += seconds
+
 
 @dataclass(frozen=True)
 class Failure:
@@ -191,6 +195,9 @@ class Agent:
         """The submission imported in a live process; ``Stop`` when importing it failed."""
         if self.import_failure is not None:
             raise Stop(self.import_failure)
+        other = self.session.numpy if self is self.session.torch else self.session.torch
+        if other.import_failure is not None and other.import_failure.kind == "skipped":
+            raise Stop(other.import_failure)  # the same import hung or crashed in the other process
         self.start()
         if self.imported is not None:
             return self.imported
@@ -551,11 +558,21 @@ class Session:
         self.torch.ask("set", {"h": handle, "values": values}, deadline,
                        "setting the weights of a model the grader built", inputs=[weights[p] for p in paths])  # fmt: skip
 
-    def harness_class(self, deadline: Deadline) -> str:
+    def harness_class(self, tier_deadline: Deadline) -> str:
         """"submission" when the student's GPTModel, given GPT-2's weights, gives GPT-2's logits; else "reference"."""
         if "harness_class" in self.cache:
             return self.cache["harness_class"]
+        started = time.monotonic()
+        try:
+            return self._verify_class()
+        finally:
+            # The grader's own check of the student's class does not count against the tier that asked:
+            # a class whose forward hangs must not cost it (the reference class then stands in).
+            tier_deadline.extend(time.monotonic() - started)
+
+    def _verify_class(self) -> str:
         self.cache["harness_class"] = "submission"
+        deadline = Deadline(min(self.limits.timeout, VERIFY_SECONDS))
         expected = self.checkpoints[self.roles["function"]]
         ids = np.asarray([expected.encode(self.inputs.texts[0])], dtype=np.int64)
         try:
@@ -592,14 +609,19 @@ class Session:
                 load.blob = -1
 
 
+VERIFY_SECONDS = 20.0  # for checking that the student's GPTModel computes GPT-2 (a tiny model: well under 1 s)
 MIN_IMPORT_SECONDS = 1.0  # an import started with less time left is not tried (nor remembered as a hang)
 FETCH_BYTES = 1 << 30  # at most this much of wrong attributes crosses for the diagnosis
 
 
 def _world_readable(folder: Path) -> bool:
-    """True when any user can list ``folder`` and read each of its files (no links out of it)."""
+    """True when any user can reach ``folder`` (every parent searchable), list it and read each of its files.
+
+    Without a private root the student process sees the host's path, so the parents count too."""
     try:
         if folder.stat().st_mode & 0o005 != 0o005:
+            return False
+        if any(parent.stat().st_mode & 0o001 == 0 for parent in folder.resolve().parents):
             return False
         return all(e.is_file() and not e.is_symlink() and e.stat().st_mode & 0o004 for e in folder.iterdir())
     except OSError:

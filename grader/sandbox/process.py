@@ -145,7 +145,7 @@ class StudentProcess:
         request = {
             "plan": self.plan,
             "isolate": self.limits.isolate,
-            "uid": self.uid,
+            "uid": self.uid if self.limits.isolate else -1,  # --no-isolation: no user of its own either
             "output_bytes": self.limits.output_bytes,
             "env": environment("/tmp" if self.limits.isolate else str(self.scratch / f"{self.name}-home"),
                                self.limits.threads),  # fmt: skip
@@ -430,8 +430,10 @@ def describe_status(status: int | None, limits: Limits) -> str:
             detail += " (CPU time limit)"
         elif sig == signal.SIGXFSZ:
             detail += " (it wrote more data than the file size limit)"
-        elif sig in (signal.SIGKILL, signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS):
+        elif sig == signal.SIGKILL:
             detail += f" (possibly out of memory: the limit is {limits.memory_bytes / 2**30:.3g} GiB)"
+        elif sig in (signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT):
+            detail += " (a crash in native code: ctypes, a C extension, or memory running out inside NumPy)"
         return detail
     code = os.waitstatus_to_exitcode(status)
     return f"the process exited early with code {code}"

@@ -458,6 +458,11 @@ REPLY_FIELDS: dict[str, set[str]] = {
     "trace": {"steps", "error"},
     "release": set(),
 }
+REQUIRED_FIELDS: dict[str, tuple[set[str], ...]] = {  # each set: one of its fields must be there
+    "import": ({"functions"},), "new": ({"result"},), "call": ({"result"},), "read": ({"values"},),
+    "set": ({"set"},), "export": ({"blob", "torch_paths"},), "adopt": ({"result"},), "clone": ({"result"},),
+    "hf": ({"model"}, {"tokenizer"}), "tokenizer": ({"tokenizer"},), "trace": ({"steps"},), "release": (),
+}  # fmt: skip
 COMMON_FIELDS = {"v", "id", "status", "error", "arrays"}
 _LABEL = re.compile(r"[\w .:/\[\]()'-]{1,200}")
 
@@ -465,6 +470,9 @@ _LABEL = re.compile(r"[\w .:/\[\]()'-]{1,200}")
 def check_fields(op: str, message: dict) -> dict:
     """The op's fields of an ok reply, with unknown entries refused."""
     only_keys(message, COMMON_FIELDS | REPLY_FIELDS[op], f"the reply to {op}")
+    for needed in REQUIRED_FIELDS[op]:
+        if not needed & set(message):
+            raise ProtocolError(f"the reply to {op} has no {' or '.join(sorted(needed))}")
     return {k: message[k] for k in REPLY_FIELDS[op] if k in message}
 
 

@@ -64,12 +64,13 @@ if [ -z "${LAB04_VENV:-}" ]; then
   install_python
 
   say "torch $LAB04_TORCH, CPU build, from $LAB04_TORCH_INDEX"
+  # Only torch comes from PyTorch's index; its own dependencies come with the grader's, from PyPI, as locked.
   "$VENV/bin/pip" install --no-deps "torch==$LAB04_TORCH" --index-url "$LAB04_TORCH_INDEX"
-  "$VENV/bin/python" -c 'import sys, torch; sys.exit(f"torch {torch.__version__} is a CUDA build" if torch.version.cuda else 0)' ||
-    die "the CPU build of torch was expected"
 
   say "the grader $LAB04_GRADER_VERSION and its locked dependencies"
   "$VENV/bin/pip" install -c "$SOURCE/constraints.txt" "$SOURCE/$LAB04_PROJECT_DIR"
+  "$VENV/bin/python" -c 'import sys, torch; sys.exit(f"torch {torch.__version__} is a CUDA build" if torch.version.cuda else 0)' ||
+    die "the CPU build of torch was expected"
 else
   say "LAB04_VENV=$LAB04_VENV: using that environment, installing nothing (a local test)"
 fi

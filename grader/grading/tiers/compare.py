@@ -123,6 +123,7 @@ def run(session: Session, deadline: Deadline) -> Verdict:
         cases.append(Case(f"a close miss (logits off by {CLOSE_MISS:g}) with atol={COURSE_ATOL:g}", close, texts[1],
                           atol=COURSE_ATOL))  # fmt: skip
     order = rng.permutation(len(cases))
+    session.harness_class(deadline)  # first: it may restart the process, which would invalidate handles
     hf_model, tokenizer = session.hf(deadline)
     lines: list[str] = []
     raised: list[str] = []

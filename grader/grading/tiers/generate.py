@@ -47,6 +47,7 @@ def accepted(expected: Expected, prompt: str, prompt_ids: list[int], new: list[i
 
 
 def run(session: Session, deadline: Deadline) -> Verdict:
+    handle = session.adopted_model(session.primary_name, deadline)
     imported = session.numpy.ready(deadline)
     if not imported.has("generate_text"):
         return missing_function(session, "generate_text")
@@ -57,7 +58,6 @@ def run(session: Session, deadline: Deadline) -> Verdict:
         new, clear = greedy(expected, prompt_ids, NEW_TOKENS)
         if clear:
             break
-    handle = session.adopted_model(session.primary_name, deadline)
     agent = session.numpy
     reply = agent.ask("tokenizer", {"path": agent.checkpoint_path(session.primary_name)}, deadline,
                       "making a tokenizer for generate_text")  # fmt: skip

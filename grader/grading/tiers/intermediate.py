@@ -87,6 +87,7 @@ def run(session: Session, deadline: Deadline) -> Verdict:
     trace: oracle.Trace = []
     oracle.forward(expected.attributes, ids, expected.shape.num_heads, trace=trace)
     scale = max(1.0, max(float(np.max(np.abs(a))) for _, a in trace))
+    session.harness_class(deadline)  # first: it may restart the process, which would invalidate handles
     hf, _ = session.hf(deadline)
     lines: list[str] = []
     results = {}

@@ -91,6 +91,7 @@ def run(session: Session, deadline: Deadline) -> Verdict:
     broken = dict(expected.attributes)
     broken[path] = (original + noise).astype(np.float32)
     true = float(np.max(np.abs(broken[path].astype(np.float64) - original)))
+    session.harness_class(deadline)  # first: it may restart the process, which would invalidate handles
     hf, _ = session.hf(deadline)
     correct = _call(session, session.harness(expected.attributes, deadline), hf, deadline)
     if isinstance(correct, str):

@@ -178,6 +178,11 @@ def _block_torch(standins: str | None, layers, isolated: bool) -> None:
         sys.path.insert(0, standins)
     for name in [m for m in sys.modules if m.split(".")[0] in ("torch", "transformers")]:
         del sys.modules[name]  # never imported here, but be sure
+    if standins:
+        # Imported before any student code, as the torch process has the real ones: a student file named
+        # torch.py or transformers.py shadows neither, in either process.
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
     if isolated:
         layers.held.append("no torch or transformers on the file system (inert stand-ins)")
     else:
