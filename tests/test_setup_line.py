@@ -57,7 +57,7 @@ def reachable_or_skip(items: dict, output: str, what: str) -> None:
 def test_pypi_gives_the_cuda_build(tmp_path: Path) -> None:
     """A fresh machine's `pip install torch==2.13.0` takes PyPI's torch 2.13.0 (no +cpu) and with it the
     CUDA libraries: nvidia-* wheels (cuBLAS, cuDNN, NCCL ...) and triton, all from PyPI's file host."""
-    items, output = resolve(tmp_path, "--find-links", str(LOCAL_WHEELS))
+    items, output = resolve(tmp_path)
     reachable_or_skip(items, output, "PyPI")
     torch = items["torch"]
     assert torch["metadata"]["version"] == TORCH, torch["metadata"]["version"]
@@ -73,7 +73,7 @@ def test_a_cpu_build_beside_pypi_wins(tmp_path: Path) -> None:
     does on a fresh machine, since that index holds the same 2.13.0+cpu wheels."""
     if not any(LOCAL_WHEELS.glob(f"torch-{TORCH}+cpu-*.whl")):
         pytest.skip(f"no torch {TORCH}+cpu wheel in {LOCAL_WHEELS} on this machine")
-    items, output = resolve(tmp_path)
+    items, output = resolve(tmp_path, "--find-links", str(LOCAL_WHEELS))
     reachable_or_skip(items, output, "PyPI")
     assert items["torch"]["metadata"]["version"] == f"{TORCH}+cpu"
     assert not [name for name in items if name.startswith(("nvidia-", "triton", "cuda-"))], sorted(items)

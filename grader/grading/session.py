@@ -255,7 +255,7 @@ class Agent:
 
 def _imported(fields: dict) -> Imported:
     functions = protocol.mapping(fields.get("functions", {}), "the functions", 64)
-    protocol.only_keys(functions, set(COURSE_FUNCTIONS), "the functions")
+    protocol.exactly_keys(functions, list(COURSE_FUNCTIONS), "the functions")
     found = {name: protocol.signature(functions.get(name), name) for name in COURSE_FUNCTIONS}
     model_class = None
     raw = fields.get("model_class")
@@ -551,12 +551,23 @@ class Session:
         return self.cache[key]
 
     def _fill(self, handle: int, weights: dict[str, np.ndarray], deadline: Deadline) -> None:
+        """Copy ``weights`` into the model; every path must say it took them (the tied head may be absent)."""
         paths = list(weights)
         values = {p: i for i, p in enumerate(paths)}
         if "token_embedding.weight" in values:
             values[TIE] = values["token_embedding.weight"]
-        self.torch.ask("set", {"h": handle, "values": values}, deadline,
-                       "setting the weights of a model the grader built", inputs=[weights[p] for p in paths])  # fmt: skip
+        what = "setting the weights of a model the grader built"
+        reply = self.torch.ask("set", {"h": handle, "values": values}, deadline, what,
+                               inputs=[weights[p] for p in paths])  # fmt: skip
+        try:
+            done = protocol.mapping(reply.fields.get("set"), "what was set", len(values) + 1)
+            protocol.exactly_keys(done, list(values), "what was set")
+        except ProtocolError as exc:
+            raise Stop(Failure("protocol", f"{what}: the reply cannot be used ({exc})")) from None
+        refused = [p for p in paths if done[p] not in ("copied", "bound")]
+        if refused:
+            detail = protocol.text(done[refused[0]], "why", 200)
+            raise Stop(Failure("raised", f"{what}: your GPTModel has no {refused[0]} to hold it ({detail})"))
 
     def harness_class(self, tier_deadline: Deadline) -> str:
         """"submission" when the student's GPTModel, given GPT-2's weights, gives GPT-2's logits; else "reference"."""

@@ -349,29 +349,8 @@ class StudentProcess:
             if got.get("id") == request_id and "status" in got:
                 break
         self._note_peak()
-        return self._parse(op, got, results_fd)
+        return protocol.parse_reply(op, got, results_fd)
 
-    def _parse(self, op: str, message: dict, results_fd: int) -> Reply:
-        status = message.get("status")
-        try:
-            if status == "raised":
-                results_fd = _close(results_fd)
-                return Reply("raised", raised=protocol.raised(message.get("error"), op))
-            if status == "error":
-                results_fd = _close(results_fd)
-                error = protocol.mapping(message.get("error", {}), "the error", 4)
-                return Reply("error", detail=protocol.text(error.get("message", ""), "the error") or "")
-            if status != "ok":
-                raise ProtocolError(f"a reply of status {protocol.text(str(status), 'status', 20)!r}")
-            fields = protocol.check_fields(op, message)
-            sealed = protocol.seal(results_fd)
-            results_fd = -1
-            bulk = protocol.Bulk(sealed, protocol.manifest(message.get("arrays"), os.fstat(sealed).st_size),
-                                 hold=op == "export")  # fmt: skip
-            return Reply("ok", fields=fields, bulk=bulk)
-        except ProtocolError as exc:
-            _close(results_fd)
-            return Reply("protocol", detail=str(exc))
 
     def _timed_out(self) -> Reply:
         # The trace memfd's offset is shared with the student process: the dump lands after it.
@@ -444,12 +423,6 @@ def _readable(fd: int, timeout: float) -> bool:
     poller = select.poll()
     poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
     return bool(poller.poll(max(0, int(timeout * 1000))))
-
-
-def _close(fd: int) -> int:
-    if fd >= 0:
-        os.close(fd)
-    return -1
 
 
 def _tail(path: Path, cap: int) -> str:

@@ -476,6 +476,35 @@ def check_fields(op: str, message: dict) -> dict:
     return {k: message[k] for k in REPLY_FIELDS[op] if k in message}
 
 
+def parse_reply(op: str, message: dict, results_fd: int) -> Reply:
+    """A decoded reply to ``op`` as a checked ``Reply``; its results memfd is sealed (and then owned by it)."""
+    status = message.get("status")
+    try:
+        if status == "raised":
+            results_fd = _close(results_fd)
+            return Reply("raised", raised=raised(message.get("error"), op))
+        if status == "error":
+            results_fd = _close(results_fd)
+            error = mapping(message.get("error", {}), "the error", 4)
+            return Reply("error", detail=text(error.get("message", ""), "the error") or "")
+        if status != "ok":
+            raise ProtocolError(f"a reply of status {text(str(status), 'status', 20)!r}")
+        fields = check_fields(op, message)
+        sealed = seal(results_fd)
+        results_fd = -1
+        bulk = Bulk(sealed, manifest(message.get("arrays"), os.fstat(sealed).st_size), hold=op == "export")
+        return Reply("ok", fields=fields, bulk=bulk)
+    except ProtocolError as exc:
+        _close(results_fd)
+        return Reply("protocol", detail=str(exc))
+
+
+def _close(fd: int) -> int:
+    if fd >= 0:
+        os.close(fd)
+    return -1
+
+
 @dataclass(frozen=True)
 class Signature:
     """A callable's parameters as the agent read them: names, kinds, simple defaults."""
