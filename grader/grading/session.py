@@ -189,7 +189,8 @@ class Agent:
             self.process.start()
 
     def checkpoint_path(self, name: str) -> str:
-        return self.process.path(self.session.checkpoints[name].source.path, f"{CHECKPOINTS}/{name}")
+        """The checkpoint folder as this process sees it (the readable copy, without a private root)."""
+        return self.process.path(self.session.readable_checkpoint(name), f"{CHECKPOINTS}/{name}")
 
     def ready(self, deadline: Deadline) -> Imported:
         """The submission imported in a live process; ``Stop`` when importing it failed."""

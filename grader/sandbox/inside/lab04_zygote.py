@@ -46,6 +46,11 @@ def _preload(flavour: str, folders: list[str]) -> None:
             lab04_agent.PRELOADED[folder] = (GPT2LMHeadModel.from_pretrained(folder).eval(),
                                              GPT2Tokenizer.from_pretrained(folder))  # fmt: skip
     else:
+        # What the stand-ins import lazily, loaded now: without a private root, the student's user may not
+        # be able to read the Python installation (one under /root, say) once it has dropped to it.
+        import importlib.abc  # noqa: F401
+        import importlib.machinery  # noqa: F401
+
         from lab04_tokenizer import StandInTokenizer  # the torch-free tokenizer
 
         for folder in folders:
