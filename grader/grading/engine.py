@@ -114,6 +114,8 @@ def _run_tier(tier: ModuleType, session: Session, timeout: float, internal: list
         return tier.run(session, Deadline(timeout))
     except Stop as stop:
         return from_failure(stop.failure)
+    except GraderError:
+        raise  # the sandbox itself failed (SandboxError): no verdict on the student can be made
     except ProtocolError as exc:
         return Verdict("error", f"The student process sent a reply the grader cannot accept ({exc}); nothing of it "
                                 "counts.")  # fmt: skip
@@ -141,15 +143,26 @@ def _run_tiers(session: Session, config: GradeConfig, prepared: Prepared, intern
             if progress:
                 progress(result)
 
+    failures: list[GraderError] = []
+
+    def lane(tiers: list[ModuleType]) -> None:
+        try:
+            for tier in tiers:
+                one(tier)
+        except GraderError as exc:
+            failures.append(exc)
+
     first, rest = TIERS[:2], TIERS[2:]
     for tier in first:
         one(tier)
-    lanes = [[t for t in rest if t.LANE == lane] for lane in ("numpy", "torch")]
-    workers = [threading.Thread(target=lambda lane=lane: [one(t) for t in lane], daemon=True) for lane in lanes]
+    lanes = [[t for t in rest if t.LANE == name] for name in ("numpy", "torch")]
+    workers = [threading.Thread(target=lane, args=(tiers,), daemon=True) for tiers in lanes]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join()
+    if failures:
+        raise failures[0]
     return [done[t.NAME] for t in TIERS]
 
 

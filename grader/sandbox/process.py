@@ -31,6 +31,7 @@ from .protocol import ProtocolError, Reply
 INSIDE = Path(__file__).resolve().parent / "inside"
 STANDINS = INSIDE / "standins"
 TRACE_BYTES = 256 << 10  # the stack dump taken at a time-out
+MEMORY_HEADROOM = 512 << 20  # address space a student process must have left above what it uses at its start
 
 
 def environment(home: str, threads: int) -> dict[str, str]:
@@ -189,6 +190,12 @@ class StudentProcess:
                                                                               "layers", 32)]  # fmt: skip
         self.layers = {"held": held, "unavailable": missing, "uid": self.layers.get("uid")}
         self.isolated_root = "allow-list root file system" in held
+        vm = message.get("vm")
+        if isinstance(vm, int) and vm + MEMORY_HEADROOM > self.limits.memory_bytes:
+            self.kill()
+            raise SandboxError(f"--memory-mb {self.limits.memory_bytes >> 20} leaves no room: the {self.name} student "
+                               f"process uses {vm >> 20} MB of address space before any student code runs; give it "
+                               f"at least {(vm + 2 * MEMORY_HEADROOM) >> 20}")  # fmt: skip
         self._read_status()
         if self.limits.require_isolation and missing:
             self.kill()

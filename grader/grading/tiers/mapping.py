@@ -152,8 +152,11 @@ def _judged_by_the_loader(session: Session, deadline: Deadline) -> Verdict:
     intro = ("pretrained.py defines no get_weight_mapping (the course's template has none), so the mapping is "
              "judged by what load_gpt2_weights loads")  # fmt: skip
     if wrong:
+        causes: dict[str, str] = {}
+        for path, _, words in wrong:  # the primary checkpoint's first: its words name the mistake
+            causes.setdefault(cause_key(path), f"{path} {words}")
         return Verdict("failed", f"{intro}: {len(wrong)} attribute(s) got the wrong array (see the shapes tier).",
-                       causes={cause_key(p): f"{p} {w}" for p, _, w in wrong}, facts={"judged_by": "loader"})  # fmt: skip
+                       causes=causes, facts={"judged_by": "loader"})  # fmt: skip
     return Verdict("passed", f"{intro}: every attribute got the right array.", facts={"judged_by": "loader"})
 
 
