@@ -23,6 +23,19 @@ REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO / "reference"
 SEED = 1  # the inputs' seed in tests, so that a run is reproducible
 ALL_PASS = dict.fromkeys(TIER_NAMES, "passed")
+# Run a command as in a default Docker container: unshare(2) refused by a seccomp filter, no CAP_SYS_ADMIN.
+DOCKER_LIKE = '''
+import ctypes, os, platform, struct, sys
+nr, arch = {"x86_64": (272, 0xC000003E), "aarch64": (97, 0xC00000B7)}[platform.machine()]
+op = lambda code, jt, jf, k: struct.pack("HBBI", code, jt, jf, k)
+prog = ctypes.create_string_buffer(b"".join([op(0x20, 0, 0, 4), op(0x15, 0, 3, arch), op(0x20, 0, 0, 0),
+    op(0x15, 0, 1, nr), op(0x06, 0, 0, 0x00050001), op(0x06, 0, 0, 0x7FFF0000)]))  # unshare -> EPERM
+fprog = struct.pack("HxxxxxxP", 6, ctypes.addressof(prog))
+libc = ctypes.CDLL(None, use_errno=True)
+assert libc.prctl(24, 21, 0, 0, 0) == 0 and libc.prctl(38, 1, 0, 0, 0) == 0  # no CAP_SYS_ADMIN; no new privs
+assert libc.prctl(22, 2, ctypes.c_char_p(fprog), 0, 0) == 0, os.strerror(ctypes.get_errno())
+os.execvp(sys.argv[1], sys.argv[1:])
+'''
 
 
 def make_submission(folder: Path, files: dict[str, str]) -> Path:

@@ -32,6 +32,7 @@ import jsonschema
 import nbformat
 import pytest
 from click.testing import CliRunner, Result
+from conftest import DOCKER_LIKE
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -46,18 +47,6 @@ VENV = Path(sys.prefix)  # the virtualenv running these tests, with the grader i
 FAKE_REVISION = "0123456789abcdef0123456789abcdef01234567"
 FAKE_SHA = "ab" * 32
 AS_ROOT = os.geteuid() == 0  # as on Gradescope: only then does the sandbox switch users
-DOCKER_LIKE = '''
-import ctypes, os, platform, struct, sys
-nr, arch = {"x86_64": (272, 0xC000003E), "aarch64": (97, 0xC00000B7)}[platform.machine()]
-op = lambda code, jt, jf, k: struct.pack("HBBI", code, jt, jf, k)
-prog = ctypes.create_string_buffer(b"".join([op(0x20, 0, 0, 4), op(0x15, 0, 3, arch), op(0x20, 0, 0, 0),
-    op(0x15, 0, 1, nr), op(0x06, 0, 0, 0x00050001), op(0x06, 0, 0, 0x7FFF0000)]))  # unshare -> EPERM
-fprog = struct.pack("HxxxxxxP", 6, ctypes.addressof(prog))
-libc = ctypes.CDLL(None, use_errno=True)
-assert libc.prctl(24, 21, 0, 0, 0) == 0 and libc.prctl(38, 1, 0, 0, 0) == 0  # no CAP_SYS_ADMIN; no new privs
-assert libc.prctl(22, 2, ctypes.c_char_p(fprog), 0, 0) == 0, os.strerror(ctypes.get_errno())
-os.execvp(sys.argv[1], sys.argv[1:])
-'''
 
 
 def build(*args: str | Path) -> Result:
