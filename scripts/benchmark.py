@@ -1,83 +1,265 @@
-"""Time and peak memory of grading one correct submission, on the tiny and GPT-2-small-shaped checkpoints.
+"""What grading costs, beside its yardsticks, in one run: prints each ratio beside its target, exits 1 on a miss.
 
-Usage: .venv/bin/python scripts/benchmark.py [--models tiny small] [--repeat 1]
+Usage: .venv/bin/python scripts/benchmark.py [--single tiny small] [--batch N] [--scale] [--pairs 3]
 
-Each grading runs `grade` in a fresh process (as course staff would), on the
-reference solution handed in without decoder.py. Printed figures: wall time of
-the whole command, the report's own execution time and per-tier times, the
-time spent starting the student process, and the peak resident memory of the
-grader process and of the student process.
+- start-up: ``grade --help``, ``grade summary REPORTS`` and ``grade checkpoints list`` (target < 0.5 s each);
+- single run, per checkpoint: a fresh ``grade`` process on the reference (as run_autograder runs it) against
+  the naive grader, a fresh process that imports the submission, loads HuggingFace's model, runs both models
+  on the same 3 inputs and compares them; run in turns, A B A B, the median of the ratios (target <= 1.2);
+- batch, GPT-2 small's shape, N submissions (correct and buggy mixed): the floor (the student's own load and 3
+  forwards, in one warm process), the naive grader per submission, and ``grade --jobs 1`` and ``--jobs 2``
+  (targets: jobs 1 <= 1.5 x the floor, >= 2 x faster than naive; jobs 2 >= 1.7 x the throughput of jobs 1),
+  with the peak memory of all the grader's processes together;
+- scale (``--scale``): GPT-2 large's shape graded once, its wall time and peak memory.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+PYTHON = sys.executable
+INPUT_SHAPES = ((1, 1), (1, 48), (3, 9))
+NAIVE = r'''
+import importlib.util, sys
+import numpy as np
+import torch
+from transformers import GPT2LMHeadModel
+checkpoint, folder = sys.argv[1], sys.argv[2]
+sys.path.insert(0, folder)
+spec = importlib.util.spec_from_file_location("pretrained", folder + "/pretrained.py")
+student = importlib.util.module_from_spec(spec)
+sys.modules["pretrained"] = student
+spec.loader.exec_module(student)
+hf = GPT2LMHeadModel.from_pretrained(checkpoint).eval()
+c = hf.config
+model = student.GPTModel(c.vocab_size, c.n_embd, c.n_layer, c.n_head, 4 * c.n_embd, c.n_positions, dropout=0.0)
+student.load_gpt2_weights(model, checkpoint)
+rng = np.random.default_rng(0)
+for shape in SHAPES:
+    ids = rng.integers(0, c.vocab_size - 1, size=shape)
+    with torch.no_grad():
+        want = hf(torch.from_numpy(ids)).logits.numpy()
+    got = model(ids, training=False)
+    print(shape, float(np.abs(got - want).max()))
+'''.replace("SHAPES", repr(INPUT_SHAPES))
+FLOOR = r'''
+import importlib.util, json, sys, time
+import numpy as np
+import torch  # noqa: F401 - warm: the student's imports are done once
+from transformers import GPT2LMHeadModel, GPT2Config  # noqa: F401
+checkpoint, folders = sys.argv[1], sys.argv[2:]
+c = GPT2Config.from_pretrained(checkpoint)
+times = []
+for n, folder in enumerate(folders):
+    started = time.perf_counter()
+    sys.path.insert(0, folder)
+    spec = importlib.util.spec_from_file_location(f"pretrained_{n}", folder + "/pretrained.py")
+    student = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(student)
+    model = student.GPTModel(c.vocab_size, c.n_embd, c.n_layer, c.n_head, 4 * c.n_embd, c.n_positions, dropout=0.0)
+    student.load_gpt2_weights(model, checkpoint)
+    rng = np.random.default_rng(0)
+    for shape in SHAPES:
+        model(rng.integers(0, c.vocab_size - 1, size=shape), training=False)
+    sys.path.remove(folder)
+    times.append(time.perf_counter() - started)
+print(json.dumps(times))
+'''.replace("SHAPES", repr(INPUT_SHAPES))
+BUGS = ("transposed_c_proj", "qkv_permuted", "missing_biases", "compare_mean", "erf_gelu", "layernorm_swapped")
 
 
-def build(name: str) -> float:
-    """Build (or find) a built-in checkpoint; seconds taken."""
-    from grader.lab.checkpoints import ensure_checkpoint
-    from grader.models import BUILTIN
+def wall(command: list[str], env: dict | None = None) -> tuple[float, int]:
+    """Seconds a command takes as a whole process, and the peak resident memory of its process tree (bytes)."""
+    started = time.monotonic()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=REPO)
+    peak = [0]
+    sampler = threading.Thread(target=_sample, args=(process, peak), daemon=True)
+    sampler.start()
+    _, err = process.communicate()
+    seconds = time.monotonic() - started
+    if process.returncode != 0:
+        raise SystemExit(f"{' '.join(command[:4])} failed ({process.returncode}): {err.decode()[-1500:]}")
+    sampler.join(1)
+    return seconds, peak[0]
+
+
+def _tree(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        todo += children.get(current, [])
+    return out
+
+
+def _sample(process: subprocess.Popen, peak: list[int]) -> None:
+    """The largest sum of RSS over the process and all its descendants, sampled every 0.2 s."""
+    while process.poll() is None:
+        total = 0
+        for pid in _tree(process.pid):
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+            except OSError:
+                continue
+        peak[0] = max(peak[0], total)
+        time.sleep(0.2)
+
+
+def check(name: str, value: float, target: str, ok: bool, misses: list[str]) -> None:
+    print(f"  {name:<58} {value:8.2f}   target {target:<10} {'ok' if ok else 'MISSED'}")
+    if not ok:
+        misses.append(name)
+
+
+def startup(folder: Path, misses: list[str]) -> None:
+    print("start-up (median of 5, seconds)")
+    reports = folder / "reports"
+    reports.mkdir()
+    for command in (["--help"], ["summary", str(reports)], ["checkpoints", "list"]):
+        times = sorted(wall([str(Path(PYTHON).parent / "grade"), *command])[0] for _ in range(5))
+        check(f"grade {' '.join(command[:1])}", times[2], "< 0.5 s", times[2] < 0.5, misses)
+
+
+def reference_submission(folder: Path) -> Path:
+    from conftest import make_submission, reference_files
+
+    return make_submission(folder / "reference", reference_files(False))
+
+
+def single(model: str, folder: Path, pairs: int, misses: list[str]) -> None:
+    from grader.grading.checkpoints import resolve_model
+
+    checkpoint = resolve_model(model).path
+    sub = reference_submission(folder / model)
+    naive = folder / "naive.py"
+    naive.write_text(NAIVE)
+    grade = [PYTHON, "-m", "grader.cli", "run", str(sub), "--out", str(folder / f"{model}.json"), "--model", model,
+             "-q"]  # fmt: skip
+    wall(grade)  # warm the file cache and the truth of this checkpoint
+    wall([PYTHON, str(naive), str(checkpoint), str(sub)])
+    rows = []
+    for _ in range(pairs):
+        a, a_mem = wall(grade)
+        b, b_mem = wall([PYTHON, str(naive), str(checkpoint), str(sub)])
+        rows.append((a, b, a / b, a_mem, b_mem))
+    grader_s = statistics.median(r[0] for r in rows)
+    naive_s = statistics.median(r[1] for r in rows)
+    ratio = statistics.median(r[2] for r in rows)
+    report = json.loads((folder / f"{model}.json").read_text())
+    print(f"single run on {model} ({pairs} pairs): grader {grader_s:.2f} s (report {report['execution_time']:.2f} s, "
+          f"score {report['score']:g}), naive {naive_s:.2f} s; peak memory of all processes: grader "
+          f"{max(r[3] for r in rows) / 2**20:.0f} MB, naive {max(r[4] for r in rows) / 2**20:.0f} MB")  # fmt: skip
+    print("  tiers (s): " + ", ".join(f"{n} {t['seconds']:.2f}" for n, t in report["extra_data"]["tiers"].items()))
+    check(f"single {model}: grader / naive", ratio, "<= 1.2", ratio <= 1.2, misses)
+
+
+def make_class(folder: Path, count: int) -> Path:
+    from bank import BANK
+    from test_bank import materialise
+
+    cls = folder / "class"
+    bugs = {b.name: b for b in BANK}
+    for n in range(count):
+        if n % 2 == 0:
+            shutil.copytree(reference_submission(folder / f"ref{n}"), cls / f"s{n:02d}-correct")
+        else:
+            bug = bugs[BUGS[(n // 2) % len(BUGS)]]
+            shutil.move(str(materialise(bug, folder / f"bug{n}")), cls / f"s{n:02d}-{bug.name}")
+    return cls
+
+
+def batch(count: int, folder: Path, misses: list[str]) -> None:
+    from grader.grading.checkpoints import resolve_model
+
+    checkpoint = resolve_model("small").path
+    cls = make_class(folder, count)
+    subs = sorted(str(p) for p in cls.iterdir())
+    (folder / "floor.py").write_text(FLOOR)
+    (folder / "naive.py").write_text(NAIVE)
+    done = subprocess.run([PYTHON, str(folder / "floor.py"), str(checkpoint), *subs], capture_output=True, text=True,
+                          check=True, cwd=REPO)  # fmt: skip
+    floor = statistics.mean(json.loads(done.stdout.strip().splitlines()[-1]))
+    naive = statistics.mean(wall([PYTHON, str(folder / "naive.py"), str(checkpoint), s])[0] for s in subs)
+    results = {}
+    for jobs in (1, 2):
+        out = folder / f"reports-{jobs}"
+        seconds, peak = wall([PYTHON, "-m", "grader.cli", "run", str(cls), "--out", str(out), "--model", "small",
+                              "--jobs", str(jobs), "--force", "-q"])  # fmt: skip
+        results[jobs] = (seconds / count, peak)
+    total = int(Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0]) * 1024
+    print(f"batch of {count} on small (half correct, half bank mistakes), seconds per submission: floor {floor:.2f}, "
+          f"naive {naive:.2f}, --jobs 1 {results[1][0]:.2f}, --jobs 2 {results[2][0]:.2f}")  # fmt: skip
+    print(f"  peak memory of all processes together: --jobs 1 {results[1][1] / 2**30:.1f} GiB, --jobs 2 "
+          f"{results[2][1] / 2**30:.1f} GiB, of {total / 2**30:.0f} GiB")  # fmt: skip
+    check("batch: grader --jobs 1 / floor", results[1][0] / floor, "<= 1.5", results[1][0] / floor <= 1.5, misses)
+    check("batch: naive / grader --jobs 1", naive / results[1][0], ">= 2", naive / results[1][0] >= 2, misses)
+    speedup = results[1][0] / results[2][0]
+    check("batch: throughput --jobs 2 / --jobs 1", speedup, ">= 1.7", speedup >= 1.7, misses)
+    check("batch: memory of --jobs 2 / the machine's", results[2][1] / total, "< 1", results[2][1] < total, misses)
+
+
+def scale(folder: Path) -> None:
+    from grader.grading.checkpoints import BUILTIN
+    from lab04_checks.checkpoints import ensure_checkpoint
 
     started = time.monotonic()
-    ensure_checkpoint(BUILTIN[name])
-    return time.monotonic() - started
-
-
-def grade_once(model: str, workdir: Path) -> dict:
-    submission = workdir / "submission"
-    submission.mkdir(exist_ok=True)
-    shutil.copyfile(REPO / "reference" / "pretrained.py", submission / "pretrained.py")
-    out = workdir / f"{model}.json"
-    started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "grader.cli", "run", str(submission), "--out", str(out), "--model", model, "-q"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    wall = time.monotonic() - started
-    if done.returncode != 0:
-        raise SystemExit(f"grading failed ({done.returncode}): {done.stderr.strip()}")
+    ensure_checkpoint(BUILTIN["large"])
+    print(f"scale: GPT-2 large's shape (774M parameters) built or found in {time.monotonic() - started:.0f} s")
+    sub = reference_submission(folder / "large")
+    out = folder / "large.json"
+    seconds, peak = wall([PYTHON, "-m", "grader.cli", "run", str(sub), "--out", str(out), "--model", "large",
+                          "--memory-mb", "16384", "--timeout", "300", "-q"])  # fmt: skip
     report = json.loads(out.read_text())
-    extra = report["extra_data"]
-    return {
-        "wall": wall,
-        "execution_time": report["execution_time"],
-        "score": report["score"],
-        "tiers": {name: tier["seconds"] for name, tier in extra["tiers"].items()},
-        **extra["resources"],
-    }
+    r = report["extra_data"]["resources"]
+    print(f"  graded in {seconds:.0f} s, score {report['score']:g}; peak memory: all processes together "
+          f"{peak / 2**30:.1f} GiB; grader {r['grader_peak_rss_mb'] / 1024:.1f} GiB, torch process "
+          f"{r['torch_peak_rss_mb'] / 1024:.1f} GiB, torch-free process {r['numpy_peak_rss_mb'] / 1024:.1f} GiB")  # fmt: skip
+    print("  tiers (s): " + ", ".join(f"{n} {t['seconds']:.1f}" for n, t in report["extra_data"]["tiers"].items()))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["tiny", "small"])
-    parser.add_argument("--repeat", type=int, default=1, help="gradings per model; the median is printed")
+    parser.add_argument("--single", nargs="*", default=["tiny", "small"], help="checkpoints for the single-run ratio")
+    parser.add_argument("--batch", type=int, default=8, help="submissions in the batch (0: skip the batch)")
+    parser.add_argument("--pairs", type=int, default=3, help="A/B pairs per single-run ratio")
+    parser.add_argument("--scale", action="store_true", help="also grade GPT-2 large's shape (builds 3 GB)")
     args = parser.parse_args()
-    for model in ["wide", *args.models]:
-        print(f"checkpoint {model:<5}: ready in {build(model):6.1f} s (a cached build takes ~0 s)")
-    print()
-    header = f"{'model':<6} {'score':>5} {'wall s':>7} {'report s':>8} {'startup s':>9} {'grader MB':>9} {'student MB':>10}  per-tier s"
-    print(header)
-    for model in args.models:
-        runs = []
-        for _ in range(args.repeat):
-            with tempfile.TemporaryDirectory() as tmp:
-                runs.append(grade_once(model, Path(tmp)))
-        run = sorted(runs, key=lambda r: r["wall"])[len(runs) // 2]
-        tiers = " ".join(f"{name}={seconds:.2f}" for name, seconds in run["tiers"].items())
-        print(f"{model:<6} {run['score']:>5g} {statistics.median(r['wall'] for r in runs):>7.1f} "
-              f"{run['execution_time']:>8.1f} {run['student_startup_seconds']:>9.1f} {run['grader_peak_rss_mb']:>9.0f} "
-              f"{run['student_peak_rss_mb']:>10.0f}  {tiers}")  # fmt: skip
+    print(f"{time.strftime('%Y-%m-%d %H:%M')}; {platform.machine()}, {os.cpu_count()} cores, "
+          f"{int(Path('/proc/meminfo').read_text().split()[1]) / 2**20:.0f} GiB; Python {platform.python_version()}")  # fmt: skip
+    misses: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="lab04-bench-") as tmp:
+        folder = Path(tmp)
+        startup(folder, misses)
+        for model in args.single:
+            single(model, folder, args.pairs, misses)
+        if args.batch:
+            batch(args.batch, folder, misses)
+        if args.scale:
+            scale(folder)
+    print("all targets met" if not misses else f"missed: {', '.join(misses)}")
+    sys.exit(1 if misses else 0)
 
 
 if __name__ == "__main__":

@@ -196,6 +196,16 @@ def test_symlinks_in_a_folder_are_never_followed(tmp_path: Path) -> None:
     assert not any(p.is_symlink() for p in prepared.work.rglob("*"))
 
 
+def test_a_linked_folder_is_never_read(tmp_path: Path) -> None:
+    """A linked src/ holding a shallower pretrained.py: neither graded nor copied; the real, deeper one is graded."""
+    outside = make_submission(tmp_path / "outside", {"pretrained.py": "STOLEN = 1\n", "secret.txt": "secret\n"})
+    folder = make_submission(tmp_path / "sub", {"code/deep/pretrained.py": PRETRAINED})
+    (folder / "src").symlink_to(outside, target_is_directory=True)
+    prepared = prepare(folder, tmp_path / "work")
+    assert prepared.module == "code/deep/pretrained.py"
+    assert files_under(prepared.work) == {"code/deep/pretrained.py"}
+
+
 def test_a_linked_src_folder_alone_is_no_submission(tmp_path: Path) -> None:
     """src/ linking to a folder outside: nothing is read through it, so there is no pretrained.py."""
     outside = make_submission(tmp_path / "outside", {"pretrained.py": "STOLEN = 1\n", "secret.txt": "secret\n"})

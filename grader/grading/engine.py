@@ -166,6 +166,17 @@ def _run_tiers(session: Session, config: GradeConfig, prepared: Prepared, intern
     return [done[t.NAME] for t in TIERS]
 
 
+def _own_peak_bytes() -> int:
+    """This process's high-water mark of resident memory (VmHWM: unlike ru_maxrss, not inherited across exec)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def start_here(results: list[TierResult]) -> str:
     """The one root cause that explains several failed tiers, in words, or ''."""
     failed = [r for r in results if r.status != "passed" and r.max_score > 0]
@@ -252,7 +263,7 @@ def _report(config: GradeConfig, prepared: Prepared | None, expectations: Expect
     imported = session.torch.imported if session is not None else None
     decoder = imported.model_class.origin if imported and imported.model_class else "none"
     limits = config.limits
-    resources = {"grader_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    resources = {"grader_peak_rss_mb": round(_own_peak_bytes() / 2**20, 1)}
     if session is not None:
         for agent in (session.torch, session.numpy):
             p = agent.process

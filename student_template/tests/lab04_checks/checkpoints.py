@@ -161,18 +161,30 @@ def is_built(spec: CheckpointSpec, directory: Path) -> bool:
     return marker.get("weights_sha256") == file_sha256(weights)
 
 
+def _readable_by_all(folder: Path) -> None:
+    """Let any user read the checkpoint (safetensors writes 0600): sandboxed student processes load it."""
+    try:
+        folder.chmod(0o755)
+        for path in folder.iterdir():
+            if path.is_file() and path.stat().st_mode & 0o044 != 0o044:
+                path.chmod(0o644)
+    except OSError:
+        pass  # someone else's cache: the grader stages a readable copy instead
+
+
 def ensure_checkpoint(spec: CheckpointSpec, root: Path | None = None) -> Path:
     """Return the directory of ``spec``'s checkpoint under ``root``, building it if needed."""
     root = Path(root) if root is not None else default_root()
     target = root / spec.name
     if is_built(spec, target):
+        _readable_by_all(target)
         return target
     root.mkdir(parents=True, exist_ok=True)
     # Build beside the target and rename, so that an interrupted build never looks complete.
     staging = Path(tempfile.mkdtemp(prefix=f".{spec.name}-", dir=root))
     try:
         write_checkpoint(spec, staging)
-        staging.chmod(0o755)  # mkdtemp makes it private; the sandboxed student processes must read it
+        _readable_by_all(staging)  # mkdtemp and safetensors make it private; student processes must read it
         if target.exists():
             shutil.rmtree(target)
         try:
