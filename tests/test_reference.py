@@ -1,243 +1,319 @@
-"""The reference solution against HuggingFace on every checkpoint, the tolerance's margins, and the mapping."""
+"""Three GPT-2s agree within float32 noise, far below the tolerance, and every classic mistake lands far above it.
+
+The three: HuggingFace's ``GPT2LMHeadModel``, the trusted side's float64 NumPy oracle
+(``grader/grading/oracle.py``, through ``truth.Expected``) and the reference solution
+(``reference/decoder.py`` filled by ``reference/pretrained.load_gpt2_weights``), on the built-in
+checkpoints tiny and wide (and small, GPT-2 small's shape, marked slow). Each oracle sub-module is
+also checked alone against the reference decoder's, and each ``Variant`` against GPT-2 (none is a no-op).
+Run with ``-s`` to see the measurements and, at the end, the table of factors of the tolerance.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+import functools
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, GPT2Tokenizer
+from transformers import GPT2LMHeadModel
 
-from grader.lab import contract, oracle
-from grader.lab.common import logits_tolerance
-from grader.models import ModelSource
-from reference.decoder import GPTModel
-from reference.pretrained import compare_outputs, get_weight_mapping, load_gpt2_weights
+from grader.grading import oracle
+from grader.grading.checkpoints import ModelSource, resolve_model
+from grader.grading.inputs import choose
+from grader.grading.mistakes import DECODER_MISTAKES, SUBSTEP_MISTAKES
+from grader.grading.tiers.logits import SUBSTEP_RTOL
+from grader.grading.truth import Expected
+from lab04_checks.contract import LOGITS_RTOL, ModelShape, attribute_paths, logits_tolerance
+from reference.decoder import GPTModel, create_causal_mask
+from reference.pretrained import get_attribute, load_gpt2_weights
 
 CHECKPOINTS = ("tiny", "wide", "small")
-INPUTS = ("one token", "long", "batched")
+SLOW = {"small"}  # built on first use (~6 s); its float64 forward over 1024 tokens takes ~10 s
+INPUTS = ("1 token", "full context", "batched (3, 24)")
+PAIRS = ("HuggingFace vs oracle", "reference vs HuggingFace", "reference vs oracle")
 TEXT = "Hello, my name is GPT-2. I read text one token at a time, and every position sees only the past."
-LONG_TOKENS = 256  # or the whole context when it is shorter (tiny: 128, wide: 96)
-MISTAKES = {
-    "exact-erf GELU": oracle.Variant(gelu="erf"),
-    "float16 residual": oracle.Variant(residual_dtype="float16"),
-    "unbiased LayerNorm variance": oracle.Variant(ln_variance="unbiased"),
-}
-MAPPING_LAYERS = (1, 2, 12, 48)
+MISTAKE_TOKENS = 128  # the long input of the mistake table: the full context of tiny and wide, 128 of small's 1024
+MARGIN = 5  # noise at least this far below the tolerance, mistakes at least this far above it
+# (checkpoint, mistake) pairs measured below MARGIN x the tolerance on the long input: see the xfail reason.
+TOO_CLOSE = {("tiny", "eps_outside_sqrt"), ("wide", "eps_outside_sqrt"), ("small", "eps_outside_sqrt"),
+             ("small", "no_eps")}  # fmt: skip
+TOO_CLOSE_REASON = ("LayerNorm's eps (1e-5) moves sqrt(var + eps) by about eps / (2 var), the size of the 1e-5 "
+                    "tolerance itself: eps outside the sqrt is 0.6-2x the tolerance (below it on small, so it "
+                    "passes), and no eps 3-6x; these two mistakes are not far above the tolerance")  # fmt: skip
+
+# What the tests measured, printed as one table at the end of the module (run with -s).
+TABLE: dict[str, dict[str, float]] = {}
 
 
 @dataclass
-class Loaded:
-    """One checkpoint loaded both ways: HuggingFace's model and the reference GPTModel."""
+class Run:
+    """One checkpoint loaded three ways, with its inputs and everyone's logits, computed once."""
 
     name: str
     source: ModelSource
+    expected: Expected
     hf: GPT2LMHeadModel
-    tokenizer: Any
     reference: GPTModel
-    attributes: dict[str, np.ndarray]
     inputs: dict[str, np.ndarray]
-    _hf_logits: dict[str, np.ndarray] = field(default_factory=dict)
-    _logits: dict[str, np.ndarray] = field(default_factory=dict)
+    _cache: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
 
-    def hf_logits(self, label: str) -> np.ndarray:
-        """HuggingFace's float32 logits for the named input, computed once."""
-        if label not in self._hf_logits:
+    @property
+    def shape(self) -> ModelShape:
+        return self.source.shape
+
+    def logits(self, who: str, label: str) -> np.ndarray:
+        key = (who, label)
+        if key not in self._cache:
             ids = self.inputs[label]
-            with torch.no_grad():
-                out = self.hf(torch.from_numpy(np.atleast_2d(ids))).logits.float().numpy()
-            self._hf_logits[label] = out if ids.ndim == 2 else out[0]
-        return self._hf_logits[label]
+            if who == "HuggingFace":
+                with torch.no_grad():
+                    out = self.hf(torch.from_numpy(np.atleast_2d(ids))).logits.numpy()
+                self._cache[key] = out if ids.ndim == 2 else out[0]
+            elif who == "reference":
+                self._cache[key] = self.reference(ids, training=False)
+            else:
+                self._cache[key] = self.expected.logits(ids)
+        return self._cache[key]
 
-    def logits(self, label: str) -> np.ndarray:
-        """The reference GPTModel's logits for the named input, computed once."""
-        if label not in self._logits:
-            self._logits[label] = self.reference(self.inputs[label])
-        return self._logits[label]
 
-
-def make_inputs(shape: contract.ModelShape, tokenizer: Any) -> dict[str, np.ndarray]:
-    """A 1-token input, a long one (real text, both vocabulary ends, then random ids) and a (3, 24) batch."""
+def make_inputs(expected: Expected, shape: ModelShape) -> dict[str, np.ndarray]:
+    """One real token; the full context (real text, both ends of the vocabulary, then random ids); a (3, 24) batch."""
     rng = np.random.default_rng(2024)
-    length = min(shape.max_seq_len, LONG_TOKENS)
-    text = tokenizer(TEXT)["input_ids"]
-    long = np.concatenate([text, [0, shape.vocab_size - 1], rng.integers(0, shape.vocab_size, length)])[:length]
+    n = shape.max_seq_len
+    full = np.concatenate([expected.encode(TEXT), [0, shape.vocab_size - 1], rng.integers(0, shape.vocab_size, n)])
     return {
-        "one token": np.array(tokenizer("Hello")["input_ids"], dtype=np.int64),
-        "long": long.astype(np.int64),
-        "batched": rng.integers(0, shape.vocab_size, (3, 24)).astype(np.int64),
+        "1 token": np.asarray(expected.encode("Hello"), dtype=np.int64),
+        "full context": full[:n].astype(np.int64),
+        "batched (3, 24)": rng.integers(0, shape.vocab_size, (3, 24)).astype(np.int64),
+        "long": full[: min(n, MISTAKE_TOKENS)].astype(np.int64),
+        "long, one short": full[: min(n - 1, MISTAKE_TOKENS)].astype(np.int64),  # position_offset needs a free row
     }
 
 
-def load(name: str, source: ModelSource) -> Loaded:
-    """Load a checkpoint into HuggingFace and, through load_gpt2_weights, into the reference GPTModel."""
+@functools.cache
+def loaded(name: str) -> Run:
+    source = resolve_model(name)
     hf = GPT2LMHeadModel.from_pretrained(source.path).eval()
-    tokenizer = GPT2Tokenizer.from_pretrained(source.path)
-    reference = load_gpt2_weights(GPTModel(**source.shape.constructor_kwargs()), str(source.path))
-    state = {name: t.detach().numpy() for name, t in hf.state_dict().items()}
-    attributes = contract.expected_attributes(state, source.shape.num_layers)
-    return Loaded(name, source, hf, tokenizer, reference, attributes, make_inputs(source.shape, tokenizer))
+    reference = GPTModel(**source.shape.constructor_kwargs(), dropout=0.0)
+    load_gpt2_weights(reference, str(source.path))
+    expected = Expected(source)
+    return Run(name, source, expected, hf, reference, make_inputs(expected, source.shape))
 
 
-@pytest.fixture(scope="module", params=CHECKPOINTS)
-def loaded(request: pytest.FixtureRequest) -> Loaded:
-    """Each checkpoint in turn (tiny, wide, then small), loaded both ways."""
-    return load(request.param, request.getfixturevalue(request.param))
-
-
-@pytest.fixture(scope="module")
-def loaded_tiny(tiny: ModelSource) -> Loaded:
-    """The tiny checkpoint, loaded both ways, for the tests that need one checkpoint only."""
-    return load("tiny", tiny)
+def on(names: tuple[str, ...] = CHECKPOINTS) -> list:
+    return [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in names]
 
 
 def max_diff(got: np.ndarray, want: np.ndarray) -> float:
-    """The largest absolute difference, after checking that nothing broadcasts."""
     assert got.shape == want.shape, f"shape {got.shape} != {want.shape}"
-    return float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64))))
+    return float(np.max(np.abs(np.asarray(got, np.float64) - np.asarray(want, np.float64))))
 
 
-# ---------------------------------------------------------------- logits
+@pytest.fixture(scope="module", autouse=True)
+def print_table():
+    """At the end of the module: every measured factor of the tolerance, a column per checkpoint."""
+    yield
+    names = [n for n in CHECKPOINTS if n in TABLE]
+    if not names:
+        return
+    rows = list(dict.fromkeys(row for n in names for row in TABLE[n]))
+    width = max(len(r) for r in rows)
+    lines = [f"\nmax |diff| / tolerance (tolerance = {LOGITS_RTOL:g} * max(1, max |logit|)); noise must be "
+             f"<= 1/{MARGIN}, mistakes >= {MARGIN}", f"{'':<{width}}  " + "  ".join(f"{n:>9}" for n in names)]  # fmt: skip
+    for row in rows:
+        cells = [f"{TABLE[n][row]:>9.3g}" if row in TABLE[n] else f"{'':>9}" for n in names]
+        lines.append(f"{row:<{width}}  " + "  ".join(cells))
+    print("\n".join(lines))
 
 
-def test_inputs_are_what_they_claim(loaded: Loaded) -> None:
-    """The long input fills the context (up to 256 tokens) and reaches both ends of the vocabulary."""
-    shape = loaded.source.shape
-    assert loaded.inputs["one token"].shape == (1,)
-    assert loaded.inputs["long"].shape == (min(shape.max_seq_len, LONG_TOKENS),)
-    assert loaded.inputs["long"].shape[0] >= 64
-    assert {0, shape.vocab_size - 1} <= set(loaded.inputs["long"].tolist())
-    assert loaded.inputs["batched"].shape == (3, 24)
+# ---------------------------------------------------------------- the three agree
 
 
 @pytest.mark.parametrize("label", INPUTS)
-def test_reference_logits_match_huggingface(loaded: Loaded, label: str) -> None:
-    """reference GPTModel + load_gpt2_weights gives HuggingFace's logits at every position, within tolerance."""
-    ids = loaded.inputs[label]
-    want = loaded.hf_logits(label)
-    got = loaded.logits(label)
-    assert got.shape == (*ids.shape, loaded.source.shape.vocab_size)
-    assert got.dtype == np.float32
-    assert np.all(np.isfinite(got))
-    tol = logits_tolerance(want)
-    per_position = np.abs(got.astype(np.float64) - want).max(axis=-1)  # [..., T]
-    d = max_diff(got, want)
-    print(
-        f"\n{loaded.name} {label} {ids.shape}: max diff {d:.2e}, tol {tol:.2e}, diff/tol {d / tol:.3f}, "
-        f"worst position {tuple(int(i) for i in np.unravel_index(per_position.argmax(), per_position.shape))}"
-    )
-    assert np.all(per_position <= tol), f"positions over tolerance: {np.argwhere(per_position > tol).tolist()[:10]}"
+@pytest.mark.parametrize("name", on())
+def test_hf_oracle_and_reference_agree_far_below_the_tolerance(name: str, label: str) -> None:
+    """On each input, each pair of the three differs by at most tolerance / 5 at every position."""
+    run = loaded(name)
+    ids = run.inputs[label]
+    tol = run.expected.tolerance(ids)
+    assert tol == logits_tolerance(float(np.max(np.abs(run.logits("oracle", label)))))
+    hf, ref, orc = (run.logits(who, label) for who in ("HuggingFace", "reference", "oracle"))
+    assert ref.dtype == np.float32 and ref.shape == (*ids.shape, run.shape.vocab_size)
+    diffs = dict(zip(PAIRS, (max_diff(hf, orc), max_diff(ref, hf), max_diff(ref, orc)), strict=True))
+    print(f"\n{name} {label} {ids.shape}: tol {tol:.2e} | " + " | ".join(
+        f"{pair} {d:.2e} = tol/{tol / d:.0f}" if d else f"{pair} 0" for pair, d in diffs.items()))  # fmt: skip
+    TABLE.setdefault(name, {}).update({f"noise: {pair}, {label}": d / tol for pair, d in diffs.items()})
+    for pair, d in diffs.items():
+        assert d <= tol / MARGIN, f"{pair}: {d:.2e} is not {MARGIN}x below the tolerance {tol:.2e}"
 
 
-def test_tolerance_separates_noise_from_mistakes(loaded: Loaded) -> None:
-    """On the long input, float32 noise is far below the tolerance and each classic mistake far above it."""
-    ids = loaded.inputs["long"]
-    want = loaded.hf_logits("long")
-    tol = logits_tolerance(want)
-    n_head = loaded.source.shape.num_heads
-    noise = {
-        "reference": max_diff(loaded.logits("long"), want),
-        "oracle": max_diff(oracle.forward(loaded.attributes, ids, n_head), want),
-    }
-    worst_noise = max(noise.values())
-    print(f"\n{loaded.name} long {ids.shape}: tol {tol:.2e}")
-    for who, d in noise.items():
-        print(f"  noise ({who}): {d:.2e} = tol/{tol / d:.1f}")
-    mistakes = {name: max_diff(oracle.forward(loaded.attributes, ids, n_head, v), want) for name, v in MISTAKES.items()}
-    for name, d in mistakes.items():
-        print(f"  {name}: {d:.2e} = {d / tol:.1f} x tol = {d / worst_noise:.0f} x noise")
-    assert worst_noise <= tol / 5, f"float32 noise {worst_noise:.2e} is not far below the tolerance {tol:.2e}"
-    for name, d in mistakes.items():
-        assert d >= 5 * tol, f"{name}: {d:.2e} is not far above the tolerance {tol:.2e}"
-        assert d >= 100 * worst_noise, f"{name}: {d:.2e} is not 100 x the float32 noise {worst_noise:.2e}"
+@pytest.mark.parametrize("name", on())
+def test_reference_loader_sets_every_attribute_to_the_answer_key(name: str) -> None:
+    """After load_gpt2_weights, every contract attribute equals Expected.attributes exactly, and the head is tied."""
+    run = loaded(name)
+    for path in attribute_paths(run.shape.num_layers):
+        value = get_attribute(run.reference, path)
+        assert value.dtype == np.float32, path
+        assert np.array_equal(value, run.expected.attributes[path]), path
+    assert run.reference.lm_head.weight is run.reference.token_embedding.weight
 
 
-def test_loader_sets_every_contract_attribute(loaded: Loaded) -> None:
-    """After load_gpt2_weights, every attribute of contract section 2 holds its HuggingFace source exactly."""
-    shape = loaded.source.shape
-    for path in contract.attribute_paths(shape.num_layers):
-        value = contract.get_path(loaded.reference, path)
-        assert isinstance(value, np.ndarray), path
-        assert value.dtype == np.float32, f"{path}: {value.dtype}"
-        assert value.shape == contract.attribute_shape(path, shape), path
-        assert np.array_equal(value, loaded.attributes[path]), f"{path} differs from its HuggingFace source"
+# ---------------------------------------------------------------- every classic mistake lands far above
 
 
-def test_compare_outputs_reports_the_true_difference(loaded_tiny: Loaded) -> None:
-    """compare_outputs matches the reference, rejects a corrupted model, and returns the true max diff."""
-    loaded = loaded_tiny
-    ids = np.asarray(loaded.tokenizer(TEXT)["input_ids"])
-    with torch.no_grad():
-        want = loaded.hf(torch.from_numpy(ids)[None]).logits[0].numpy()
-    match, reported = compare_outputs(loaded.reference, loaded.hf, loaded.tokenizer, TEXT)
-    assert match is True
-    assert reported == pytest.approx(max_diff(loaded.reference(ids), want), rel=1e-6, abs=1e-12)
-    broken = GPTModel(**loaded.source.shape.constructor_kwargs())
-    for path, value in loaded.attributes.items():
-        contract.set_path(broken, path, value.copy())
-    broken.ln_f.beta = broken.ln_f.beta + np.float32(0.01)
-    match, reported = compare_outputs(broken, loaded.hf, loaded.tokenizer, TEXT)
-    assert match is False
-    assert reported == pytest.approx(max_diff(broken(ids), want), rel=1e-6)
-    assert reported > logits_tolerance(want)
+def mistake_params() -> list:
+    params = []
+    for name in CHECKPOINTS:
+        for mistake in DECODER_MISTAKES:
+            marks = [pytest.mark.slow] if name in SLOW else []
+            if (name, mistake.key) in TOO_CLOSE:
+                marks.append(pytest.mark.xfail(strict=True, reason=TOO_CLOSE_REASON))
+            params.append(pytest.param(name, mistake.key, marks=marks, id=f"{name}-{mistake.key}"))
+    return params
 
 
-# ---------------------------------------------------------------- the mapping
+@pytest.mark.parametrize(("name", "key"), mistake_params())
+def test_each_classic_mistake_lands_far_above_the_tolerance(name: str, key: str) -> None:
+    """The oracle replaying a classic decoder mistake differs from GPT-2 by at least 5 x the tolerance."""
+    run = loaded(name)
+    mistake = next(m for m in DECODER_MISTAKES if m.key == key)
+    label = "long, one short" if mistake.variant.position_offset else "long"
+    ids = run.inputs[label]
+    tol = run.expected.tolerance(ids)
+    d = max_diff(oracle.forward(run.expected.attributes, ids, run.shape.num_heads, mistake.variant),
+                 run.expected.logits(ids))  # fmt: skip
+    noise = max((v for k, v in TABLE.get(name, {}).items() if k.startswith("noise")), default=float("nan"))
+    print(f"\n{name} {key} on {ids.shape[-1]} tokens: {d:.2e} = {d / tol:.1f} x tol"
+          + (f" = {d / tol / noise:.0f} x the largest noise measured" if noise == noise else ""))  # fmt: skip
+    TABLE.setdefault(name, {})[f"mistake: {key}"] = d / tol
+    assert d >= MARGIN * tol, f"{key}: {d:.2e} is only {d / tol:.2f} x the tolerance {tol:.2e}"
 
 
-def real_state(num_layers: int) -> dict[str, np.ndarray]:
-    """GPT2LMHeadModel.state_dict()'s real names for a narrow model, each holding its own random values."""
-    config = GPT2Config(vocab_size=11, n_positions=7, n_embd=8, n_layer=num_layers, n_head=2)
-    with torch.device("meta"):
-        names_shapes = {name: tuple(t.shape) for name, t in GPT2LMHeadModel(config).state_dict().items()}
-    rng = np.random.default_rng(num_layers)
-    state = {name: rng.standard_normal(shape).astype(np.float32) for name, shape in names_shapes.items()}
-    if "lm_head.weight" in state:
-        state["lm_head.weight"] = state["transformer.wte.weight"]  # tied, as in every GPT-2
-    return state
+@pytest.mark.xfail(strict=True, reason="oracle.py:169 indexes pos_embedding[T] for position_offset=1 on a full-context "
+                                       "input (IndexError); tiers/logits.py:217 replays every DECODER_MISTAKES variant "
+                                       "on the long input, min(48, n_positions) tokens: on a checkpoint with "
+                                       "n_positions <= 48 a wrong submission gets an internal error, not a diagnosis")
+def test_every_mistake_replays_on_the_graders_long_input_of_a_short_context_checkpoint() -> None:
+    run = loaded("tiny")
+    short = replace(run.shape, max_seq_len=32)
+    weights = {**run.expected.attributes, "pos_embedding.weight": run.expected.attributes["pos_embedding.weight"][:32]}
+    ids = choose(short, None, seed=1).logits[1].ids
+    assert ids.shape == (1, 32)
+    for mistake in DECODER_MISTAKES:
+        assert oracle.forward(weights, ids, short.num_heads, mistake.variant).shape == (1, 32, short.vocab_size)
 
 
-def is_buffer(name: str) -> bool:
-    """Non-parameter buffers that older transformers kept in the state dict (attn.bias, attn.masked_bias)."""
-    return name.endswith(contract.IGNORED_SUFFIXES)
+# ---------------------------------------------------------------- sub-modules alone
 
 
-@pytest.mark.parametrize("num_layers", MAPPING_LAYERS)
-def test_mapping_covers_every_parameter(num_layers: int) -> None:
-    """get_weight_mapping's keys are exactly GPT2LMHeadModel's parameters (lm_head.weight optional)."""
-    names = {n for n in real_state(num_layers) if not is_buffer(n)}
-    assert len(names) == 12 * num_layers + 5  # wte, wpe, ln_f weight and bias, lm_head
-    assert names == set(contract.hf_parameter_names(num_layers)), "contract.hf_parameter_names disagrees"
-    mapping = get_weight_mapping(num_layers)
-    missing = names - set(mapping) - set(contract.OPTIONAL_PARAMS)
-    extra = set(mapping) - names
-    print(f"\n{num_layers} layers: {len(names)} parameters, {len(mapping)} mapped")
-    assert not missing, f"not mapped: {sorted(missing)[:10]}"
-    assert not extra, f"not parameters of GPT2LMHeadModel: {sorted(extra)[:10]}"
-    if "lm_head.weight" in mapping:
-        assert mapping["lm_head.weight"][0] == "token_embedding.weight"
+def traced_inputs(run: Run, layer: int) -> dict[str, np.ndarray]:
+    """The very inputs each sub-module of ``layer`` receives in the reference model on the grader-sized input."""
+    ids = run.inputs["full context"][None, : min(48, run.shape.max_seq_len)]
+    T = ids.shape[1]
+    x = run.reference.token_embedding(ids) + run.reference.pos_embedding(T)
+    mask = create_causal_mask(T)
+    for block in run.reference.blocks[:layer]:
+        x = block(x, mask, training=False)
+    block = run.reference.blocks[layer]
+    h1 = block.ln1(x)
+    x2 = x + block.attn(h1, mask, training=False)
+    return {"block": x, "ln1": x, "attention": h1, "ln2": x2, "mlp": block.ln2(x2)}
 
 
-@pytest.mark.parametrize("num_layers", MAPPING_LAYERS)
-def test_applied_mapping_equals_contract_attributes(num_layers: int) -> None:
-    """Applying the mapping gives exactly contract.expected_attributes: two derivations agree."""
-    state = real_state(num_layers)
-    applied: dict[str, np.ndarray] = {}
-    for name, (target, transform) in get_weight_mapping(num_layers).items():
-        paths = (target,) if isinstance(target, str) else target
-        arrays = transform(state[name].copy())
-        arrays = (arrays,) if isinstance(target, str) else tuple(arrays)
-        assert len(arrays) == len(paths), name
-        for path, array in zip(paths, arrays, strict=True):
-            assert path not in applied or np.array_equal(applied[path], array), f"{path} set twice, differently"
-            applied[path] = np.asarray(array)
-    expected = contract.expected_attributes(state, num_layers)
-    assert set(applied) == set(expected) == set(contract.attribute_paths(num_layers))
-    shape = contract.ModelShape(vocab_size=11, d_model=8, num_layers=num_layers, num_heads=2, d_ff=32, max_seq_len=7)
-    for path, want in expected.items():
-        got = applied[path]
-        assert got.shape == want.shape == contract.attribute_shape(path, shape), path
-        assert got.dtype == np.float32, path
-        assert np.array_equal(got, want), f"{path}: the mapping and the contract disagree"
+def reference_step(run: Run, layer: int, step: str, given: np.ndarray, causal: bool = True) -> np.ndarray:
+    block = run.reference.blocks[layer]
+    mask = create_causal_mask(given.shape[-2]) if causal else None
+    return {"ln1": lambda: block.ln1(given), "ln2": lambda: block.ln2(given),
+            "attention": lambda: block.attn(given, mask, training=False),
+            "mlp": lambda: block.ffn(given, training=False), "block": lambda: block(given, mask, training=False)}[step]()  # fmt: skip
+
+
+def oracle_step(run: Run, layer: int, step: str, given: np.ndarray, variant: oracle.Variant = oracle.GPT2) -> np.ndarray:
+    w = oracle.block_weights(run.expected.attributes, layer)
+    n_head = run.shape.num_heads
+    return {"ln1": lambda: oracle.layer_norm(given, w["ln1.gamma"], w["ln1.beta"], variant),
+            "ln2": lambda: oracle.layer_norm(given, w["ln2.gamma"], w["ln2.beta"], variant),
+            "attention": lambda: oracle.attention(given, w, n_head, variant),
+            "mlp": lambda: oracle.mlp(given, w, variant), "block": lambda: oracle.block(given, w, n_head, variant)}[step]()  # fmt: skip
+
+
+STEPS = ("ln1", "attention", "ln2", "mlp", "block")
+
+
+@pytest.mark.parametrize("step", STEPS)
+@pytest.mark.parametrize("name", on())
+def test_each_oracle_sub_module_matches_the_reference_module_on_the_same_input(name: str, step: str) -> None:
+    """In every layer, on its traced input, the oracle's sub-module is within half the grader's sub-step tolerance."""
+    run = loaded(name)
+    worst = 0.0
+    for layer in range(run.shape.num_layers):
+        given = traced_inputs(run, layer)[step]
+        want = oracle_step(run, layer, step, given)
+        got = reference_step(run, layer, step, given)
+        assert got.shape == want.shape == given.shape
+        worst = max(worst, max_diff(got, want) / max(1.0, float(np.max(np.abs(want)))))
+    print(f"\n{name} {step}: max |diff| / scale {worst:.2e} = {worst / SUBSTEP_RTOL:.2f} x SUBSTEP_RTOL")
+    assert worst <= SUBSTEP_RTOL / 2
+
+
+@pytest.mark.parametrize("name", on())
+def test_oracle_attention_is_causal_like_the_masked_reference(name: str) -> None:
+    """With the mask off on both sides they agree again, and the mask changes the output: it is not a no-op."""
+    run = loaded(name)
+    given = traced_inputs(run, 0)["attention"]
+    masked, unmasked = oracle_step(run, 0, "attention", given), oracle_step(run, 0, "attention", given,
+                                                                           oracle.Variant(causal=False))  # fmt: skip
+    scale = max(1.0, float(np.max(np.abs(unmasked))))
+    assert max_diff(reference_step(run, 0, "attention", given, causal=False), unmasked) <= SUBSTEP_RTOL / 2 * scale
+    assert max_diff(masked, unmasked) > 100 * SUBSTEP_RTOL * scale
+    assert np.allclose(masked[:, -1], unmasked[:, -1], rtol=0, atol=SUBSTEP_RTOL * scale)  # the last row sees all
+
+
+# ---------------------------------------------------------------- Variant: every mistake changes something
+
+
+def every_variant() -> list[oracle.Variant]:
+    """Each field of Variant set to each of its other values."""
+    others = {"gelu": ("erf", "relu"), "causal": (False,), "scale": ("sqrt_model", "head", "none"),
+              "heads": ("reshape", "interleaved"), "position_offset": (1,), "ln_variance": ("unbiased",),
+              "ln_eps": ("outside", "none"), "residual_dtype": ("float16",), "softmax_axis": (-2,)}  # fmt: skip
+    assert set(others) == {f.name for f in fields(oracle.Variant)}, "a new Variant field needs its values here"
+    return [oracle.Variant(**{k: v}) for k, values in others.items() for v in values]
+
+
+@pytest.mark.parametrize("variant", every_variant(), ids=lambda v: ",".join(f"{k}={x}" for k, x in v.changes().items()))
+def test_each_variant_changes_the_logits(variant: oracle.Variant) -> None:
+    """On a random 24-token input of tiny, every variant's logits differ from GPT-2's: none is a no-op."""
+    run = loaded("tiny")
+    ids = np.random.default_rng(7).integers(0, run.shape.vocab_size, 24)
+    base = oracle.forward(run.expected.attributes, ids, run.shape.num_heads)
+    other = oracle.forward(run.expected.attributes, ids, run.shape.num_heads, variant)
+    assert other.shape == base.shape and np.all(np.isfinite(other))
+    assert max_diff(other, base) > 0.1 * run.expected.tolerance(ids), f"{variant.changes()} is (almost) a no-op"
+
+
+def test_variant_changes_lists_exactly_the_fields_that_differ_from_gpt2() -> None:
+    assert oracle.GPT2.changes() == {}
+    assert oracle.Variant(gelu="erf", causal=False).changes() == {"gelu": "erf", "causal": False}
+    assert [m.variant.changes() != {} for m in DECODER_MISTAKES] == [True] * len(DECODER_MISTAKES)
+    assert len({m.variant for m in DECODER_MISTAKES}) == len({m.key for m in DECODER_MISTAKES}) == len(DECODER_MISTAKES)
+
+
+@pytest.mark.parametrize(("kind", "value"), [("gelu", "swish"), ("heads", "rotate")])
+def test_unknown_variant_values_are_refused(kind: str, value: str) -> None:
+    run = loaded("tiny")
+    with pytest.raises(ValueError, match=value):
+        oracle.forward(run.expected.attributes, np.arange(3), run.shape.num_heads, oracle.Variant(**{kind: value}))
+
+
+@pytest.mark.parametrize("kind", [k for k, mistakes in SUBSTEP_MISTAKES.items() if mistakes])
+def test_each_sub_step_mistake_changes_its_sub_module(kind: str) -> None:
+    """The variants the diagnosis tries on one sub-module all change that sub-module's output on its traced input."""
+    run = loaded("tiny")
+    step = {"ln": "ln1"}.get(kind, kind)
+    given = traced_inputs(run, 1)[step]
+    base = oracle_step(run, 1, step, given)
+    scale = float(np.max(np.abs(base)))
+    for mistake in SUBSTEP_MISTAKES[kind]:
+        assert max_diff(oracle_step(run, 1, step, given, mistake.variant), base) > 1e-9 * scale, mistake.key

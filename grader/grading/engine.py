@@ -92,8 +92,8 @@ def start_zygotes(limits: Limits, folder: Path, expectations: Expectations) -> d
     """The two fork servers: one with torch and transformers imported, one without; each preloads the
     harness's own objects (HuggingFace's model for the function tiers; the tokenizer for generate_text)."""
     function = str(expectations.sources["function"].path)
-    primary = str(expectations.sources["primary"].path)
-    return {"numpy": Zygote("numpy", limits.threads, folder / "zygote-numpy.log", (primary,)),
+    loaded = tuple(str(expectations.sources[r].path) for r in ("primary", "second") if r in expectations.sources)
+    return {"numpy": Zygote("numpy", limits.threads, folder / "zygote-numpy.log", loaded),
             "torch": Zygote("torch", limits.threads, folder / "zygote-torch.log", (function,))}  # fmt: skip
 
 

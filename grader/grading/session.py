@@ -123,6 +123,7 @@ class Entry:
     dtype: str = ""
     shape: tuple[int, ...] = ()
     digest: str = ""
+    sample: str = ""  # digest of a strided sample: enough to tell "unchanged since the model was built"
     oid: int = 0
     type_name: str = ""
     error: str = ""
@@ -137,10 +138,11 @@ def _entry(value: Any, what: str) -> Entry:
     if kind == "missing":
         return Entry("missing", error=protocol.text(value.get("error", ""), what, 400))
     shape = tuple(protocol.integer(n, what, 0) for n in protocol.sequence(value.get("shape", []), what, 8))
-    digest = value.get("digest", "")
-    if digest and (not isinstance(digest, str) or len(digest) != 64):
-        raise ProtocolError(f"{what}: a digest that is not sha256")
-    return Entry(kind, dtype=protocol.text(value.get("dtype", ""), what, 40), shape=shape, digest=digest,
+    digest, sample = value.get("digest", ""), value.get("sample", "")
+    for d in (digest, sample):
+        if d and (not isinstance(d, str) or len(d) != 64):
+            raise ProtocolError(f"{what}: a digest that is not sha256")
+    return Entry(kind, dtype=protocol.text(value.get("dtype", ""), what, 40), shape=shape, digest=digest, sample=sample,
                  oid=protocol.integer(value.get("oid", 0), what, 0), type_name=protocol.text(value.get("type", ""),
                  what, 200), array=protocol.integer(value.get("a"), what, 0, optional=True))  # fmt: skip
 
@@ -156,8 +158,8 @@ class Load:
     returned: Desc | None = None
     model: int = 0  # the model's handle in the torch process
     arrays: dict[str, np.ndarray] = field(default_factory=dict)  # attributes whose digest differs
-    blob: int = -1  # the pickled model: a sealed memfd, its first ``blob_size`` bytes
-    blob_size: int = 0
+    blob: int = -1  # the pickled model: a sealed memfd holding its stream and its out-of-band buffers
+    blob_blocks: list[dict] = field(default_factory=list)
     blob_problem: str = ""
     process_start: int = 0  # which start of the torch process holds ``model``
     dotted: list[str] = field(default_factory=list)  # attribute names with a dot (setattr with a whole path)
@@ -380,9 +382,11 @@ class Session:
         return result.handle
 
     def read(self, agent: Agent, handle: int, paths: list[str], deadline: Deadline, what: str,
-             full: list[str] = (), budget: int = 0, dotted: bool = False) -> tuple[dict[str, Entry], Reply]:  # fmt: skip
-        reply = agent.ask("read", {"h": handle, "paths": paths, "full": list(full), "dotted": dotted}, deadline, what,
-                          budget=budget)  # fmt: skip
+             full: list[str] = (), budget: int = 0, dotted: bool = False, digests: bool = True,
+             sample: bool = False) -> tuple[dict[str, Entry], Reply]:  # fmt: skip
+        request = {"h": handle, "paths": paths, "full": list(full), "dotted": dotted, "digests": digests,
+                   "sample": sample}  # fmt: skip
+        reply = agent.ask("read", request, deadline, what, budget=budget)
         try:
             values = protocol.mapping(reply.fields.get("values"), "the values", len(paths) + 1)
             protocol.exactly_keys(values, paths, "the values")
@@ -406,13 +410,14 @@ class Session:
                 raise Stop(Failure("raised", "pretrained.py does not define a function named load_gpt2_weights"))
             load.model = self.new_model(agent, name, deadline)
             load.process_start = agent.process.starts
-            load.before, _ = self.read(agent, load.model, paths, deadline, "reading the new model's attributes")
+            load.before, _ = self.read(agent, load.model, paths, deadline, "reading the new model's attributes",
+                                       digests=False, sample=True)  # fmt: skip
             reply = agent.ask("call", {"fn": "load_gpt2_weights", "args": [{"h": load.model},
                               {"v": agent.checkpoint_path(name)}], "label": "load_gpt2_weights", "arrays": False},
                               deadline, "load_gpt2_weights")  # fmt: skip
             load.returned = protocol.desc(reply.fields.get("result"), "what load_gpt2_weights returned")
             load.after, reply = self.read(agent, load.model, paths, deadline, "reading the loaded attributes",
-                                          dotted=True)  # fmt: skip
+                                          dotted=True, sample=True)  # fmt: skip
             load.dotted = [protocol.text(n, "a name", 200) for n in protocol.sequence(reply.fields.get("dotted", []),
                                                                                        "dotted names", 20)]  # fmt: skip
             wrong = [p for p in paths[:-1] if load.after[p].digest != expected.digests[p]]
@@ -466,11 +471,13 @@ class Session:
             load.blob_problem = (f"your model holds torch tensors ({', '.join(paths[:4])}): the forward pass must "
                                  "run on NumPy arrays; convert with .detach().numpy() while loading")  # fmt: skip
             return
-        index = protocol.integer(reply.fields.get("blob"), "the blob", 0)
-        block = reply.bulk.blocks[index] if reply.bulk and index < len(reply.bulk.blocks) else None
-        if block is None or block.offset != 0:
-            raise ProtocolError("the exported model is not where the reply says")
-        load.blob, load.blob_size = os.dup(reply.bulk.fd), block.nbytes
+        blocks = reply.bulk.blocks if reply.bulk else []
+        indices = [protocol.integer(reply.fields.get("blob"), "the model", 0, len(blocks) - 1),
+                   *(protocol.integer(i, "a buffer", 0, len(blocks) - 1)
+                     for i in protocol.sequence(reply.fields.get("buffers", []), "the buffers", 1 << 16))]  # fmt: skip
+        load.blob_blocks = [{"dtype": "|u1", "shape": [blocks[i].nbytes], "offset": blocks[i].offset,
+                             "nbytes": blocks[i].nbytes} for i in indices]  # fmt: skip
+        load.blob = os.dup(reply.bulk.fd)
         reply.close()
 
     def adopted_model(self, name: str, deadline: Deadline) -> int:
@@ -490,7 +497,7 @@ class Session:
         key = (name, agent.process.starts)
         if key not in self.adopted:
             reply = agent.ask("adopt", {}, deadline, "receiving your model in the torch-free process",
-                              blob_fd=load.blob, blob_size=load.blob_size)  # fmt: skip
+                              blob_fd=load.blob, blob_blocks=load.blob_blocks)  # fmt: skip
             result = protocol.desc(reply.fields.get("result"), "the model")
             if result.handle is None:
                 raise Stop(Failure("protocol", "the torch-free process did not get a model"))

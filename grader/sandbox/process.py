@@ -311,18 +311,18 @@ class StudentProcess:
             return message
 
     def request(self, op: str, fields: dict, deadline: float, inputs: list[np.ndarray] | None = None,
-                blob_fd: int = -1, blob_size: int = 0, budget: int = 0) -> Reply:  # fmt: skip
+                blob_fd: int = -1, blob_blocks: list[dict] | None = None, budget: int = 0) -> Reply:  # fmt: skip
         """Send one operation and wait for its reply until ``deadline`` (a ``time.monotonic`` value).
 
         ``inputs`` travel in a sealed memfd; ``budget`` bytes of results may come back in another.
         Never raises for anything the student process does."""
         started = time.monotonic()
-        reply = self._request(op, fields, deadline, inputs, blob_fd, blob_size, budget)
+        reply = self._request(op, fields, deadline, inputs, blob_fd, blob_blocks or [], budget)
         reply.seconds = time.monotonic() - started
         return reply
 
     def _request(self, op: str, fields: dict, deadline: float, inputs: list[np.ndarray] | None,
-                 blob_fd: int, blob_size: int, budget: int) -> Reply:  # fmt: skip
+                 blob_fd: int, blob_blocks: list[dict], budget: int) -> Reply:  # fmt: skip
         self.wait_ready()
         self._next_id += 1
         request_id = self._next_id
@@ -335,7 +335,7 @@ class StudentProcess:
             input_fd, message["inputs"] = protocol.input_memfd(inputs)
             fds.append(input_fd)
         elif blob_fd >= 0:
-            message["inputs"] = [{"dtype": "|u1", "shape": [blob_size], "offset": 0, "nbytes": blob_size}]
+            message["inputs"] = blob_blocks
             fds.append(os.dup(blob_fd))
         try:
             socket.send_fds(self.sock, [protocol.encode(message)], fds)

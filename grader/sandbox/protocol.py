@@ -450,7 +450,7 @@ REPLY_FIELDS: dict[str, set[str]] = {
     "call": {"result"},
     "read": {"values", "dotted"},
     "set": {"set"},
-    "export": {"torch_paths", "blob", "nbytes"},
+    "export": {"torch_paths", "blob", "buffers", "nbytes"},
     "adopt": {"result"},
     "clone": {"result"},
     "hf": {"model", "tokenizer"},

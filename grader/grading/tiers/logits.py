@@ -273,7 +273,7 @@ def run(session: Session, deadline: Deadline) -> Verdict:
             per_position = diff.reshape(-1, diff.shape[-2], diff.shape[-1]).max(axis=(0, 2))
             lines.append(f"on the {item.label} input, max |diff| {diff.max():.3g} > tolerance {tol:.2g}: "
                          f"{_positions_text(per_position, tol)}")  # fmt: skip
-    k = inputs.trace
+    k = 0  # the cheapest input: dropout left on shows on any of them
     if k in results:
         again, _ = _forward(session, handle, inputs.logits[k].ids, deadline, "again", vocab)
         if isinstance(again, np.ndarray) and again.shape == results[k].shape and not np.array_equal(again, results[k]):

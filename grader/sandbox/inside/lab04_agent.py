@@ -374,7 +374,10 @@ class Agent:
             if isinstance(array, np.ndarray):
                 entry.update(dtype=array.dtype.str, shape=[int(n) for n in array.shape])
                 if array.dtype.kind in NUMERIC_KINDS:
-                    entry["digest"] = digest(array, self._sha256)
+                    if request.get("digests", True):
+                        entry["digest"] = digest(array, self._sha256)
+                    if request.get("sample"):
+                        entry["sample"] = digest(_strided(array), self._sha256)
                     if path in full:
                         entry["a"] = results.add(array)
             out[path] = entry
@@ -412,16 +415,24 @@ class Agent:
         found = _torch_paths(obj)
         if found:
             return {"torch_paths": found[:20]}
-        data = self.run_student("sending your model to the torch-free process", pickle.dumps, obj, protocol=5)
-        return {"blob": results.add_bytes(data), "nbytes": len(data)}
+        buffers: list[pickle.PickleBuffer] = []
+        # Protocol 5 with out-of-band buffers: the arrays' bytes are written once, side by side, and the
+        # torch-free process maps them instead of copying them again.
+        data = self.run_student("sending your model to the torch-free process", pickle.dumps, obj, protocol=5,
+                                buffer_callback=buffers.append)  # fmt: skip
+        stream = results.add_bytes(data)
+        raw = []
+        for buffer in buffers:
+            results.align(64)
+            raw.append(results.add_bytes(buffer.raw()))
+        return {"blob": stream, "buffers": raw, "nbytes": results.offset}
 
     def op_adopt(self, request: dict, inputs: Inputs, results: Results) -> dict:
         """Unpickle the model the torch process exported (in the torch-free process)."""
-        data = inputs.blob()
-        try:
-            model = self.run_student("receiving your model in the torch-free process", pickle.loads, data)
-        finally:
-            data.release()
+        mapping, stream, buffers = inputs.pickled()
+        model = self.run_student("receiving your model in the torch-free process", pickle.loads, stream,
+                                 buffers=buffers)  # fmt: skip
+        self.keep(mapping)  # the model's arrays live in it (a private copy-on-write mapping)
         return {"result": self.describe(model, None)}
 
     def op_hf(self, request: dict, inputs: Inputs, results: Results) -> dict:
@@ -570,10 +581,17 @@ class Results:
                               "offset": start, "nbytes": self.offset - start})  # fmt: skip
         return len(self.manifest) - 1
 
-    def add_bytes(self, data: bytes) -> int:
+    def align(self, boundary: int) -> None:
+        """Pad to a multiple of ``boundary`` bytes, so that arrays mapped from here are aligned."""
+        pad = -self.offset % boundary
+        if pad:
+            self._put(memoryview(bytes(pad)))
+
+    def add_bytes(self, data: bytes | memoryview) -> int:
         start = self.offset
-        self._put(memoryview(data))
-        self.manifest.append({"dtype": "|u1", "shape": [len(data)], "offset": start, "nbytes": len(data)})
+        view = memoryview(data).cast("B")
+        self._put(view)
+        self.manifest.append({"dtype": "|u1", "shape": [len(view)], "offset": start, "nbytes": len(view)})
         return len(self.manifest) - 1
 
     def close(self) -> None:
@@ -598,9 +616,11 @@ class Inputs:
         flat = np.frombuffer(self.map, dtype=np.dtype(entry["dtype"]), count=count, offset=entry["offset"])
         return flat.reshape(entry["shape"]).copy()  # a private, writable copy
 
-    def blob(self) -> memoryview:
-        entry = self.manifest[0]
-        return memoryview(self.map)[entry["offset"] : entry["offset"] + entry["nbytes"]]
+    def pickled(self) -> tuple[mmap.mmap, memoryview, list[memoryview]]:
+        """A private, writable (copy-on-write) mapping of a pickled model: the stream and its buffers."""
+        mapping = mmap.mmap(self.fd, 0, access=mmap.ACCESS_COPY)
+        views = [memoryview(mapping)[e["offset"] : e["offset"] + e["nbytes"]] for e in self.manifest]
+        return mapping, views[0], views[1:]
 
     def close(self) -> None:
         if self.map is not None:
@@ -618,6 +638,12 @@ def digest(array: np.ndarray, sha256: Any = hashlib.sha256) -> str:
     h = sha256(f"{plain.dtype.str}{list(plain.shape)}".encode())
     h.update(memoryview(plain).cast("B") if plain.size else b"")
     return h.hexdigest()
+
+
+def _strided(array: np.ndarray, count: int = 4096) -> np.ndarray:
+    """At most ``count`` evenly spaced entries: a cheap fingerprint of a large array."""
+    flat = array.reshape(-1)
+    return flat[:: max(1, flat.size // count)][:count]
 
 
 def _vm_bytes() -> int:
