@@ -76,49 +76,123 @@ def pick(group: tuple[Callable, ...], *names: str) -> tuple[Callable, ...]:
 
 
 GRADING_OPTIONS = (
-    _option("--model", "-m", default=defaults.MODEL, show_default=True, metavar="NAME_OR_DIR",
-            help="Checkpoint to grade against: a built-in one (tiny, wide, small, medium, large), a local "
-                 "HuggingFace folder, or a hub name such as gpt2 (needs the hub or its cache)."),
-    _option("--second-model", default=defaults.SECOND_MODEL, show_default=True, metavar="NAME_OR_DIR|none",
-            help="A second checkpoint of another depth and width, for loaders hard-wired to 12 x 768; 'none' to skip."),
-    _option("--function-model", default=defaults.FUNCTION_MODEL, show_default=True, metavar="NAME_OR_DIR",
-            help="The small checkpoint the compare, intermediate and weights tiers test functions on."),
-    _option("--checkpoint-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-            help="Where built-in checkpoints live [default: $LAB04_CHECKPOINT_DIR or ~/.cache/lab04/checkpoints]."),
-    _option("--points", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-            help=f"TOML file of points per tier (defaults: {DEFAULT_POINTS_FILE.name}, summing to 100)."),
-    _option("--timeout", type=click.FloatRange(min=1), default=defaults.TIMEOUT_S, show_default=True,
-            help="Wall-clock seconds each tier may take."),
-    _option("--memory-mb", type=click.IntRange(min=256), default=defaults.MEMORY_MB, show_default=True,
-            help="Address-space limit of each student process (torch alone takes about 900 MB of it)."),
-    _option("--threads", type=click.IntRange(min=1), default=defaults.THREADS, show_default=True,
-            help="BLAS/OpenMP threads in each student process."),
-    _option("--processes", type=click.IntRange(min=8), default=defaults.PROCESSES, show_default=True,
-            help="Processes and threads the student's user may have."),
-    _option("--output-kb", type=click.IntRange(min=1), default=defaults.OUTPUT_KB, show_default=True,
-            help="Stdout and stderr kept from each student process, each; the rest is dropped."),
-    _option("--scratch-mb", type=click.IntRange(min=1), default=defaults.SCRATCH_MB, show_default=True,
-            help="Size of each student process's private /tmp."),
-    _option("--sandbox-uid", type=click.IntRange(min=1), default=None,
-            help=f"The unprivileged uid student code runs as when the grader is root [one per run from "
-                 f"{defaults.UID_RANGE[0]}-{defaults.UID_RANGE[1] - 1}]."),
-    _option("--no-isolation", is_flag=True,
-            help="Run student code without namespaces, a private root or a user of its own (debugging only)."),
-    _option("--require-isolation", is_flag=True,
-            help="Make a missing isolation layer a grader error (exit 1) instead of a note in the report."),
+    _option(
+        "--model",
+        "-m",
+        default=defaults.MODEL,
+        show_default=True,
+        metavar="NAME_OR_DIR",
+        help="Checkpoint to grade against: a built-in one (tiny, wide, small, medium, large), a local "
+        "HuggingFace folder, or a hub name such as gpt2 (needs the hub or its cache).",
+    ),
+    _option(
+        "--second-model",
+        default=defaults.SECOND_MODEL,
+        show_default=True,
+        metavar="NAME_OR_DIR|none",
+        help="A second checkpoint of another depth and width, for loaders hard-wired to 12 x 768; 'none' to skip.",
+    ),
+    _option(
+        "--function-model",
+        default=defaults.FUNCTION_MODEL,
+        show_default=True,
+        metavar="NAME_OR_DIR",
+        help="The small checkpoint the compare, intermediate and weights tiers test functions on.",
+    ),
+    _option(
+        "--checkpoint-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Where built-in checkpoints live [default: $LAB04_CHECKPOINT_DIR or ~/.cache/lab04/checkpoints].",
+    ),
+    _option(
+        "--points",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        default=None,
+        help=f"TOML file of points per tier (defaults: {DEFAULT_POINTS_FILE.name}, summing to 100).",
+    ),
+    _option(
+        "--timeout",
+        type=click.FloatRange(min=1),
+        default=defaults.TIMEOUT_S,
+        show_default=True,
+        help="Wall-clock seconds each tier may take.",
+    ),
+    _option(
+        "--memory-mb",
+        type=click.IntRange(min=256),
+        default=defaults.MEMORY_MB,
+        show_default=True,
+        help="Address-space limit of each student process (torch alone takes about 900 MB of it).",
+    ),
+    _option(
+        "--threads",
+        type=click.IntRange(min=1),
+        default=defaults.THREADS,
+        show_default=True,
+        help="BLAS/OpenMP threads in each student process.",
+    ),
+    _option(
+        "--processes",
+        type=click.IntRange(min=8),
+        default=defaults.PROCESSES,
+        show_default=True,
+        help="Processes and threads the student's user may have.",
+    ),
+    _option(
+        "--output-kb",
+        type=click.IntRange(min=1),
+        default=defaults.OUTPUT_KB,
+        show_default=True,
+        help="Stdout and stderr kept from each student process, each; the rest is dropped.",
+    ),
+    _option(
+        "--scratch-mb",
+        type=click.IntRange(min=1),
+        default=defaults.SCRATCH_MB,
+        show_default=True,
+        help="Size of each student process's private /tmp.",
+    ),
+    _option(
+        "--sandbox-uid",
+        type=click.IntRange(min=1),
+        default=None,
+        help=f"The unprivileged uid student code runs as when the grader is root [one per run from "
+        f"{defaults.UID_RANGE[0]}-{defaults.UID_RANGE[1] - 1}].",
+    ),
+    _option(
+        "--no-isolation",
+        is_flag=True,
+        help="Run student code without namespaces, a private root or a user of its own (debugging only).",
+    ),
+    _option(
+        "--require-isolation",
+        is_flag=True,
+        help="Make a missing isolation layer a grader error (exit 1) instead of a note in the report.",
+    ),
     _option("--seed", type=int, default=None, help="Seed of the inputs, to replay a run (the report records it)."),
     _option("--keep-workdir", is_flag=True, help="Keep the temporary folder (submission copy, logs) for debugging."),
     _option("--quiet", "-q", is_flag=True, help="Print nothing but errors; the report is still written."),
-)  # fmt: skip
+)
 BATCH_OPTIONS = (
-    _option("--jobs", "-j", type=click.IntRange(min=1), default=None,
-            help="Batch mode: submissions graded at once [1], capped by the memory available."),
-    _option("--force", is_flag=True,
-            help="Batch mode: regrade every submission, even with a current report or a changed configuration."),
-)  # fmt: skip
+    _option(
+        "--jobs",
+        "-j",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Batch mode: submissions graded at once [1], capped by the memory available.",
+    ),
+    _option(
+        "--force",
+        is_flag=True,
+        help="Batch mode: regrade every submission, even with a current report or a changed configuration.",
+    ),
+)
 
 
-def _tier_visibility(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+def _tier_visibility(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> tuple[tuple[str, str], ...]:
     """``TIER=VIS`` pairs, checked against the tiers and Gradescope's visibilities."""
     if not values:
         return ()
@@ -128,25 +202,52 @@ def _tier_visibility(ctx: click.Context, param: click.Parameter, values: tuple[s
     for value in values:
         tier, _, visibility = value.partition("=")
         if tier not in TIER_NAMES or visibility not in VISIBILITIES:
-            raise click.BadParameter(f"{value!r}: expected TIER=VISIBILITY with TIER one of {', '.join(TIER_NAMES)} "
-                                     f"and VISIBILITY one of {', '.join(VISIBILITIES)}", ctx, param)  # fmt: skip
+            raise click.BadParameter(
+                f"{value!r}: expected TIER=VISIBILITY with TIER one of {', '.join(TIER_NAMES)} "
+                f"and VISIBILITY one of {', '.join(VISIBILITIES)}",
+                ctx,
+                param,
+            )
         pairs[tier] = visibility
     return tuple(pairs.items())
 
 
 _VISIBILITY = click.Choice(VISIBILITIES)
 PRESENTATION_OPTIONS = (
-    _option("--output-format", type=click.Choice(["text", "md"]), default="text", show_default=True,
-            help="Gradescope: how the feedback is rendered, plain text or Markdown."),
-    _option("--visibility", type=_VISIBILITY, default="visible", show_default=True,
-            help="Gradescope: who sees each tier's test and when, unless --tier-visibility says otherwise."),
-    _option("--tier-visibility", multiple=True, metavar="TIER=VIS", callback=_tier_visibility,
-            help="Gradescope: one tier's visibility, e.g. generate=after_due_date (repeatable)."),
-    _option("--stdout-visibility", type=_VISIBILITY, default="hidden", show_default=True,
-            help="Gradescope: whether students see the autograder's own output (the grader's log)."),
-    _option("--leaderboard", is_flag=True,
-            help="Gradescope: add a leaderboard column, the logits tier's max |diff| (smaller is better)."),
-)  # fmt: skip
+    _option(
+        "--output-format",
+        type=click.Choice(["text", "md"]),
+        default="text",
+        show_default=True,
+        help="Gradescope: how the feedback is rendered, plain text or Markdown.",
+    ),
+    _option(
+        "--visibility",
+        type=_VISIBILITY,
+        default="visible",
+        show_default=True,
+        help="Gradescope: who sees each tier's test and when, unless --tier-visibility says otherwise.",
+    ),
+    _option(
+        "--tier-visibility",
+        multiple=True,
+        metavar="TIER=VIS",
+        callback=_tier_visibility,
+        help="Gradescope: one tier's visibility, e.g. generate=after_due_date (repeatable).",
+    ),
+    _option(
+        "--stdout-visibility",
+        type=_VISIBILITY,
+        default="hidden",
+        show_default=True,
+        help="Gradescope: whether students see the autograder's own output (the grader's log).",
+    ),
+    _option(
+        "--leaderboard",
+        is_flag=True,
+        help="Gradescope: add a leaderboard column, the logits tier's max |diff| (smaller is better).",
+    ),
+)
 
 
 def options(*groups: tuple[Callable, ...]) -> Callable:
@@ -189,9 +290,13 @@ def make_config(submission: Path, out: Path, **o: Any) -> GradeConfig:
 
 def make_presentation(**o: Any) -> Presentation:
     """How Gradescope shows the report, from the presentation options."""
-    return Presentation(output_format=o["output_format"], visibility=o["visibility"],
-                        stdout_visibility=o["stdout_visibility"], tier_visibility=tuple(o["tier_visibility"]),
-                        leaderboard=o["leaderboard"])  # fmt: skip
+    return Presentation(
+        output_format=o["output_format"],
+        visibility=o["visibility"],
+        stdout_visibility=o["stdout_visibility"],
+        tier_visibility=tuple(o["tier_visibility"]),
+        leaderboard=o["leaderboard"],
+    )
 
 
 def _check_writable(out: Path) -> None:
@@ -206,8 +311,9 @@ def _check_writable(out: Path) -> None:
 
 def _print_progress(result: Any) -> None:
     colour = STATUS_COLOURS.get(result.status)
-    click.echo(f"  {result.name:<12} " + click.style(f"{result.status:<8}", fg=colour) + f" {result.seconds:5.1f} s",
-               err=True)  # fmt: skip
+    click.echo(
+        f"  {result.name:<12} " + click.style(f"{result.status:<8}", fg=colour) + f" {result.seconds:5.1f} s", err=True
+    )
 
 
 def print_summary(report: Any, out: Path) -> None:
@@ -234,14 +340,27 @@ def print_summary(report: Any, out: Path) -> None:
 
 @main.command("run")
 @click.argument("submission", type=click.Path(exists=True, path_type=Path))
-@click.option("--out", "-o", type=click.Path(path_type=Path), default=Path("results.json"), show_default=True,
-              help="The results.json to write; for a class, the folder of reports. A path ending in .json is "
-                   "always one submission.")  # fmt: skip
-@click.option("--format", "report_format", type=click.Choice(["gradescope", "prairielearn"]), default="gradescope",
-              show_default=True, help="The results format: Gradescope's results.json or PrairieLearn's.")  # fmt: skip
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(path_type=Path),
+    default=Path("results.json"),
+    show_default=True,
+    help="The results.json to write; for a class, the folder of reports. A path ending in .json is "
+    "always one submission.",
+)
+@click.option(
+    "--format",
+    "report_format",
+    type=click.Choice(["gradescope", "prairielearn"]),
+    default="gradescope",
+    show_default=True,
+    help="The results format: Gradescope's results.json or PrairieLearn's.",
+)
 @options(GRADING_OPTIONS, BATCH_OPTIONS, PRESENTATION_OPTIONS)
-def run(submission: Path, out: Path, report_format: str, jobs: int | None, force: bool, quiet: bool,
-        **grading: Any) -> None:  # fmt: skip
+def run(
+    submission: Path, out: Path, report_format: str, jobs: int | None, force: bool, quiet: bool, **grading: Any
+) -> None:
     """Grade SUBMISSION and write its report.
 
     SUBMISSION is a folder holding pretrained.py (at its top, in src/, or the course's chapter layout with
@@ -260,8 +379,9 @@ def run(submission: Path, out: Path, report_format: str, jobs: int | None, force
         single = out.suffix == ".json"
         if not single and (jobs is not None or force or looks_like_class(submission)):
             if presentation != Presentation():
-                raise ConfigError("the Gradescope presentation options apply to one submission's results.json, "
-                                  "not to batch mode")  # fmt: skip
+                raise ConfigError(
+                    "the Gradescope presentation options apply to one submission's results.json, not to batch mode"
+                )
             _run_batch(config, jobs or defaults.JOBS, force, quiet)
             return
         _check_writable(out)
@@ -304,8 +424,11 @@ def _run_batch(config: GradeConfig, jobs: int, force: bool, quiet: bool, only: t
         raise ConfigError(f"batch mode writes one report per submission: --out must be a folder, not {config.out}")
     allowed = memory_jobs(jobs, config.limits.memory_bytes * 2)
     if allowed < jobs and not quiet:
-        click.echo(f"Running {allowed} job(s), not {jobs}: the available memory holds {allowed} student "
-                   f"process pair(s) at --memory-mb {config.limits.memory_bytes >> 20}.", err=True)  # fmt: skip
+        click.echo(
+            f"Running {allowed} job(s), not {jobs}: the available memory holds {allowed} student "
+            f"process pair(s) at --memory-mb {config.limits.memory_bytes >> 20}.",
+            err=True,
+        )
     batch = BatchConfig(config.submission, config.out, config, jobs=allowed, force=force, only=only)
     total = len(only) if only else len(discover(config.submission))
     previous = State(config.out / ".batch-state.json").mean_seconds() if config.out.is_dir() else None
@@ -341,10 +464,15 @@ class _BatchProgress:
         mean = self.graded_seconds / self.graded if self.graded else self.mean
         left = "?" if mean is None else f"{mean * (self.total - self.done) / self.jobs:.0f} s"
         score = "" if outcome.score is None else f" {outcome.score:g}"
-        line = f"[{self.done}/{self.total}] {outcome.name}: {outcome.status}{score} ({outcome.seconds:.1f} s); ETA {left}"
+        line = (
+            f"[{self.done}/{self.total}] {outcome.name}: {outcome.status}{score} ({outcome.seconds:.1f} s); ETA {left}"
+        )
         if self.tty:
-            click.echo("\r" + line[:shutil.get_terminal_size((100, 20)).columns - 1].ljust(60), err=True,
-                       nl=self.done == self.total)  # fmt: skip
+            click.echo(
+                "\r" + line[: shutil.get_terminal_size((100, 20)).columns - 1].ljust(60),
+                err=True,
+                nl=self.done == self.total,
+            )
         else:
             click.echo(line, err=True)
 
@@ -372,18 +500,35 @@ def regrade(reports_dir: Path, names: tuple[str, ...], quiet: bool, **grading: A
 
 @main.command("summary")
 @click.argument("reports_dir", type=click.Path(path_type=Path))
-@click.option("--submissions", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="The submissions folder, to flag reports whose submission is gone and to find Gradescope's "
-                   "submission_metadata.yml [default: the batch's, from .batch-state.json].")
-@click.option("--roster", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="A CSV of who each submission is: a 'name' column (the report's NAME) and any of email, sid, "
-                   "full_name, canvas_id, login_id, section. It wins over Gradescope's metadata.")
-@click.option("--canvas", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write a Canvas gradebook import CSV here (needs --assignment).")
-@click.option("--assignment", default=None, metavar="NAME",
-              help="The Canvas assignment column, e.g. \"Lab 04\" or, to update an existing one, \"Lab 04 (1234)\".")
-def summary(reports_dir: Path, submissions: Path | None, roster: Path | None, canvas: Path | None,
-            assignment: str | None) -> None:
+@click.option(
+    "--submissions",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The submissions folder, to flag reports whose submission is gone and to find Gradescope's "
+    "submission_metadata.yml [default: the batch's, from .batch-state.json].",
+)
+@click.option(
+    "--roster",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A CSV of who each submission is: a 'name' column (the report's NAME) and any of email, sid, "
+    "full_name, canvas_id, login_id, section. It wins over Gradescope's metadata.",
+)
+@click.option(
+    "--canvas",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write a Canvas gradebook import CSV here (needs --assignment).",
+)
+@click.option(
+    "--assignment",
+    default=None,
+    metavar="NAME",
+    help='The Canvas assignment column, e.g. "Lab 04" or, to update an existing one, "Lab 04 (1234)".',
+)
+def summary(
+    reports_dir: Path, submissions: Path | None, roster: Path | None, canvas: Path | None, assignment: str | None
+) -> None:
     """(Re)build the class gradebook (gradebook.csv), summary page (summary.html) and the students' pages
     (students/) from the reports (*.json) in REPORTS_DIR; with --canvas, a Canvas import CSV too."""
     from .outputs.gradebook import write_canvas
@@ -420,8 +565,13 @@ def checkpoints() -> None:
 @checkpoints.command("build")
 @click.argument("names", nargs=-1)
 @click.option("--all", "build_all", is_flag=True, help="Build every built-in checkpoint (large is 3 GB).")
-@click.option("--dir", "root", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Target folder [default: $LAB04_CHECKPOINT_DIR or ~/.cache/lab04/checkpoints].")  # fmt: skip
+@click.option(
+    "--dir",
+    "root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Target folder [default: $LAB04_CHECKPOINT_DIR or ~/.cache/lab04/checkpoints].",
+)
 def checkpoints_build(names: tuple[str, ...], build_all: bool, root: Path | None) -> None:
     """Build checkpoints NAMES (default: tiny and wide). Deterministic; already built ones are kept."""
     from lab04_checks.checkpoints import default_root, ensure_checkpoint
@@ -463,8 +613,12 @@ def template() -> None:
 
 @template.command("build")
 @click.option("--check", is_flag=True, help="Only compare; exit 1 if student_template/ is out of date.")
-@click.option("--dest", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Target folder [default: student_template/ beside reference/].")  # fmt: skip
+@click.option(
+    "--dest",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Target folder [default: student_template/ beside reference/].",
+)
 def template_build(check: bool, dest: Path | None) -> None:
     """Regenerate student_template/ (stubs, tests, notebook, checks) from reference/."""
     from .artifacts.template import REPO, TemplateError, build_template, differences
@@ -490,18 +644,38 @@ def gradescope() -> None:
 
 
 BUNDLE_OPTIONS = (
-    _option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), default=Path("autograder.zip"),
-            show_default=True, help="The zip to upload to Gradescope."),
+    _option(
+        "--out",
+        "-o",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=Path("autograder.zip"),
+        show_default=True,
+        help="The zip to upload to Gradescope.",
+    ),
     _option("--revision", default=None, metavar="COMMIT", help="For a hub --model: the commit to download."),
     _option("--sha256", default=None, metavar="HASH", help="For a hub --model: the sha256 of its model.safetensors."),
     _option("--second-revision", default=None, metavar="COMMIT", help="For a hub --second-model."),
     _option("--second-sha256", default=None, metavar="HASH", help="For a hub --second-model."),
-    _option("--deadline", type=click.IntRange(min=60), default=540, show_default=True,
-            help="Seconds after which run_autograder stops the grader and reports the failure itself; keep it "
-                 "below the assignment's time-out on Gradescope (10 minutes by default)."),
-)  # fmt: skip
-BUNDLE_GRADING = pick(GRADING_OPTIONS, "--model", "--second-model", "--function-model", "--checkpoint-dir", "--points",
-                      "--timeout", "--memory-mb", "--threads")  # fmt: skip
+    _option(
+        "--deadline",
+        type=click.IntRange(min=60),
+        default=540,
+        show_default=True,
+        help="Seconds after which run_autograder stops the grader and reports the failure itself; keep it "
+        "below the assignment's time-out on Gradescope (10 minutes by default).",
+    ),
+)
+BUNDLE_GRADING = pick(
+    GRADING_OPTIONS,
+    "--model",
+    "--second-model",
+    "--function-model",
+    "--checkpoint-dir",
+    "--points",
+    "--timeout",
+    "--memory-mb",
+    "--threads",
+)
 
 
 @gradescope.command("build")
@@ -518,24 +692,50 @@ def gradescope_build(out: Path, **o: Any) -> None:
     from .artifacts.gradescope import build_bundle, bundle_config
 
     try:
-        config = bundle_config(out, presentation=make_presentation(**o), **{k: o[k] for k in (
-            "model", "second_model", "function_model", "revision", "sha256", "second_revision", "second_sha256",
-            "checkpoint_dir", "points", "timeout", "memory_mb", "threads", "deadline")})  # fmt: skip
+        config = bundle_config(
+            out,
+            presentation=make_presentation(**o),
+            **{
+                k: o[k]
+                for k in (
+                    "model",
+                    "second_model",
+                    "function_model",
+                    "revision",
+                    "sha256",
+                    "second_revision",
+                    "second_sha256",
+                    "checkpoint_dir",
+                    "points",
+                    "timeout",
+                    "memory_mb",
+                    "threads",
+                    "deadline",
+                )
+            },
+        )
         entries = build_bundle(config)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     except GraderError as exc:
         raise click.ClickException(str(exc)) from None
-    for role, pin in (("model", config.model), ("second model", config.second_model),
-                      ("function model", config.function_model)):  # fmt: skip
+    for role, pin in (
+        ("model", config.model),
+        ("second model", config.second_model),
+        ("function model", config.function_model),
+    ):
         at = f" @ {pin.revision}" if pin and pin.revision else ""
         click.echo(f"{role:<15} " + (f"{pin.kind} {pin.name}{at}  (sha256 {pin.sha256[:16]}...)" if pin else "none"))
-    click.echo(f"torch           {config.torch} (CPU build, from {config.torch_index}); "
-               f"{len(config.constraints)} distributions locked in constraints.txt")  # fmt: skip
+    click.echo(
+        f"torch           {config.torch} (CPU build, from {config.torch_index}); "
+        f"{len(config.constraints)} distributions locked in constraints.txt"
+    )
     for warning in config.warnings:
         click.echo(f"Warning: {warning}", err=True)
-    click.echo(f"Wrote {out} ({len(entries)} files, {out.stat().st_size / 2**20:.1f} MB). Upload it in Gradescope: "
-               "Configure Autograder > Zip file upload (see README.md, On Gradescope).")  # fmt: skip
+    click.echo(
+        f"Wrote {out} ({len(entries)} files, {out.stat().st_size / 2**20:.1f} MB). Upload it in Gradescope: "
+        "Configure Autograder > Zip file upload (see README.md, On Gradescope)."
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,8 +13,13 @@ STARTUP_SECONDS = 120.0  # for a student process to start and import the submiss
 THREADS = 1  # BLAS/OpenMP threads of the student processes
 MEMORY_GIB = 6  # address space of each student process
 WARN_FRACTION = 0.5  # a part that takes more than this share of a tier's budget is worth a warning
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
-                    "NUMEXPR_NUM_THREADS")  # fmt: skip
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
 
 # Seconds spent in each part of the student's code, and the number of calls: {part: [seconds, calls]}.
 TIMES: dict[str, list[float]] = {}
@@ -52,8 +57,10 @@ def report(write: Callable[[str], None]) -> list[str]:
     for part, (seconds, calls) in TIMES.items():
         budget = STARTUP_SECONDS if part.startswith(("import", "running")) else tier_seconds()
         share = seconds / budget if budget > 0 else 0.0
-        write(f"  {part:<32} {seconds:8.2f} s  {calls:3d} call{'s' if calls != 1 else ' '}  "
-              f"{100 * share:5.1f}% of {budget:g} s")  # fmt: skip
+        write(
+            f"  {part:<32} {seconds:8.2f} s  {calls:3d} call{'s' if calls != 1 else ' '}  "
+            f"{100 * share:5.1f}% of {budget:g} s"
+        )
         if share > WARN_FRACTION:
             warnings.append(
                 f"{part} took {seconds:.1f} s, more than {100 * WARN_FRACTION:.0f}% of the {budget:g} s the grader "

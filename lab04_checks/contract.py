@@ -9,17 +9,39 @@ LOGITS_RTOL = 1e-5  # logits match when max |diff| <= LOGITS_RTOL * max(1, max |
 WEIGHTS_RTOL = 1e-6  # loaded weights equal their source: loading copies numbers, it does not compute them
 
 LAYER_PARAMS = (
-    "ln_1.weight", "ln_1.bias",
-    "attn.c_attn.weight", "attn.c_attn.bias",
-    "attn.c_proj.weight", "attn.c_proj.bias",
-    "ln_2.weight", "ln_2.bias",
-    "mlp.c_fc.weight", "mlp.c_fc.bias",
-    "mlp.c_proj.weight", "mlp.c_proj.bias",
-)  # fmt: skip
+    "ln_1.weight",
+    "ln_1.bias",
+    "attn.c_attn.weight",
+    "attn.c_attn.bias",
+    "attn.c_proj.weight",
+    "attn.c_proj.bias",
+    "ln_2.weight",
+    "ln_2.bias",
+    "mlp.c_fc.weight",
+    "mlp.c_fc.bias",
+    "mlp.c_proj.weight",
+    "mlp.c_proj.bias",
+)
 OPTIONAL_PARAMS = ("lm_head.weight",)  # tied to wte: a mapping may leave it out
 IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias")  # buffers older transformers kept in the state dict
-BLOCK_ATTRIBUTES = ("ln1.gamma", "ln1.beta", "attn.W_Q", "attn.W_K", "attn.W_V", "attn.b_Q", "attn.b_K", "attn.b_V",
-                    "attn.W_O", "attn.b_O", "ln2.gamma", "ln2.beta", "ffn.W1", "ffn.b1", "ffn.W2", "ffn.b2")  # fmt: skip
+BLOCK_ATTRIBUTES = (
+    "ln1.gamma",
+    "ln1.beta",
+    "attn.W_Q",
+    "attn.W_K",
+    "attn.W_V",
+    "attn.b_Q",
+    "attn.b_K",
+    "attn.b_V",
+    "attn.W_O",
+    "attn.b_O",
+    "ln2.gamma",
+    "ln2.beta",
+    "ffn.W1",
+    "ffn.b1",
+    "ffn.W2",
+    "ffn.b2",
+)
 
 
 @dataclass(frozen=True)

@@ -124,11 +124,16 @@ def describe_errors(errors: list[dict], cells: list[tuple[int, str]], notebook: 
     where = f"{notebook}, cell {first.get('cell')}" + (f", line {first['line']}" if first.get("line") else "")
     text = f"{where}: {first.get('type')}: {first.get('message')}"
     missing = _UNDEFINED.search(str(first.get("message", "")))
-    later = [n for n, source in cells if n > int(first.get("cell") or 0) and missing and missing.group(1) in
-             names_defined(source)]  # fmt: skip
+    later = [
+        n
+        for n, source in cells
+        if n > int(first.get("cell") or 0) and missing and missing.group(1) in names_defined(source)
+    ]
     if later:
-        text += (f"\nCell {later[0]} defines {missing.group(1)}, further down: the cells are out of order. Move that "
-                 f"cell above cell {first.get('cell')}, then {RUN_ALL}.")  # fmt: skip
+        text += (
+            f"\nCell {later[0]} defines {missing.group(1)}, further down: the cells are out of order. Move that "
+            f"cell above cell {first.get('cell')}, then {RUN_ALL}."
+        )
     else:
         text += f"\nThe notebook's code cells run in order, as in Jupyter: {RUN_ALL}."
     if len(errors) > 1:

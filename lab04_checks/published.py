@@ -74,8 +74,10 @@ class Published:
             return "dtype", f"has dtype {value.dtype}: store float32, as the checkpoint is"
         if value.shape != shape:
             if value.shape == shape[::-1] and len(shape) == 2:
-                return "transpose", (f"has shape {value.shape}, the transpose of {shape}: GPT-2's Conv1D weights "
-                                     "are already (in, out), as x @ W wants; no .T")  # fmt: skip
+                return "transpose", (
+                    f"has shape {value.shape}, the transpose of {shape}: GPT-2's Conv1D weights "
+                    "are already (in, out), as x @ W wants; no .T"
+                )
             return "shape", f"has shape {value.shape}, expected {shape}"
         got = digest(value)
         if got == entry["digest"]:
@@ -83,8 +85,10 @@ class Published:
         if before is not None and got == before:
             return "unchanged", "was not loaded: it still holds GPTModel's random initial values"
         if got == entry.get("transpose"):
-            return "transpose", ("holds the transpose of the right array: GPT-2's Conv1D weights are already "
-                                 "(in, out), as x @ W wants; no .T")  # fmt: skip
+            return "transpose", (
+                "holds the transpose of the right array: GPT-2's Conv1D weights are already "
+                "(in, out), as x @ W wants; no .T"
+            )
         if got in self._holder:
             other = self._holder[got]
             return relation(path, other), f"holds what {_seen_from(path, other)} should hold{why(path, other)}"
@@ -117,9 +121,15 @@ class Published:
             return None
         row, position, k = np.unravel_index(int(diff.argmax()), diff.shape)
         first = float(diff[:, 0].max())
-        hint = " (so the first token is right: look at attention, the causal mask, positions)" if first <= tolerance else ""
-        return (f"the logits differ from GPT-2's by up to {worst:.3g} (batch row {row}, position {position}, token "
-                f"{columns[k]}); the tolerance is {tolerance:.2g}. At position 0 alone: {first:.3g}{hint}")
+        hint = (
+            " (so the first token is right: look at attention, the causal mask, positions)"
+            if first <= tolerance
+            else ""
+        )
+        return (
+            f"the logits differ from GPT-2's by up to {worst:.3g} (batch row {row}, position {position}, token "
+            f"{columns[k]}); the tolerance is {tolerance:.2g}. At position 0 alone: {first:.3g}{hint}"
+        )
 
 
 def relation(path: str, other: str) -> str:

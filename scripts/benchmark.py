@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 PYTHON = sys.executable
 INPUT_SHAPES = ((1, 1), (1, 48), (3, 9))
-NAIVE = r'''
+NAIVE = r"""
 import importlib.util, sys
 import numpy as np
 import torch
@@ -54,8 +54,8 @@ for shape in SHAPES:
         want = hf(torch.from_numpy(ids)).logits.numpy()
     got = model(ids, training=False)
     print(shape, float(np.abs(got - want).max()))
-'''.replace("SHAPES", repr(INPUT_SHAPES))
-FLOOR = r'''
+""".replace("SHAPES", repr(INPUT_SHAPES))
+FLOOR = r"""
 import importlib.util, json, sys, time
 import numpy as np
 import torch  # noqa: F401 - warm: the student's imports are done once
@@ -77,7 +77,7 @@ for n, folder in enumerate(folders):
     sys.path.remove(folder)
     times.append(time.perf_counter() - started)
 print(json.dumps(times))
-'''.replace("SHAPES", repr(INPUT_SHAPES))
+""".replace("SHAPES", repr(INPUT_SHAPES))
 BUGS = ("transposed_c_proj", "qkv_permuted", "missing_biases", "compare_mean", "erf_gelu", "layernorm_swapped")
 
 
@@ -155,8 +155,18 @@ def single(model: str, folder: Path, pairs: int, misses: list[str]) -> None:
     sub = reference_submission(folder / model)
     naive = folder / "naive.py"
     naive.write_text(NAIVE)
-    grade = [PYTHON, "-m", "grader.cli", "run", str(sub), "--out", str(folder / f"{model}.json"), "--model", model,
-             "-q"]  # fmt: skip
+    grade = [
+        PYTHON,
+        "-m",
+        "grader.cli",
+        "run",
+        str(sub),
+        "--out",
+        str(folder / f"{model}.json"),
+        "--model",
+        model,
+        "-q",
+    ]
     wall(grade)  # warm the file cache and the truth of this checkpoint
     wall([PYTHON, str(naive), str(checkpoint), str(sub)])
     rows = []
@@ -168,9 +178,11 @@ def single(model: str, folder: Path, pairs: int, misses: list[str]) -> None:
     naive_s = statistics.median(r[1] for r in rows)
     ratio = statistics.median(r[2] for r in rows)
     report = json.loads((folder / f"{model}.json").read_text())
-    print(f"single run on {model} ({pairs} pairs): grader {grader_s:.2f} s (report {report['execution_time']:.2f} s, "
-          f"score {report['score']:g}), naive {naive_s:.2f} s; peak memory of all processes: grader "
-          f"{max(r[3] for r in rows) / 2**20:.0f} MB, naive {max(r[4] for r in rows) / 2**20:.0f} MB")  # fmt: skip
+    print(
+        f"single run on {model} ({pairs} pairs): grader {grader_s:.2f} s (report {report['execution_time']:.2f} s, "
+        f"score {report['score']:g}), naive {naive_s:.2f} s; peak memory of all processes: grader "
+        f"{max(r[3] for r in rows) / 2**20:.0f} MB, naive {max(r[4] for r in rows) / 2**20:.0f} MB"
+    )
     print("  tiers (s): " + ", ".join(f"{n} {t['seconds']:.2f}" for n, t in report["extra_data"]["tiers"].items()))
     check(f"single {model}: grader / naive", ratio, "<= 1.2", ratio <= 1.2, misses)
 
@@ -198,21 +210,41 @@ def batch(count: int, folder: Path, misses: list[str]) -> None:
     subs = sorted(str(p) for p in cls.iterdir())
     (folder / "floor.py").write_text(FLOOR)
     (folder / "naive.py").write_text(NAIVE)
-    done = subprocess.run([PYTHON, str(folder / "floor.py"), str(checkpoint), *subs], capture_output=True, text=True,
-                          check=True, cwd=REPO)  # fmt: skip
+    done = subprocess.run(
+        [PYTHON, str(folder / "floor.py"), str(checkpoint), *subs], capture_output=True, text=True, check=True, cwd=REPO
+    )
     floor = statistics.mean(json.loads(done.stdout.strip().splitlines()[-1]))
     naive = statistics.mean(wall([PYTHON, str(folder / "naive.py"), str(checkpoint), s])[0] for s in subs)
     results = {}
     for jobs in (1, 2):
         out = folder / f"reports-{jobs}"
-        seconds, peak = wall([PYTHON, "-m", "grader.cli", "run", str(cls), "--out", str(out), "--model", "small",
-                              "--jobs", str(jobs), "--force", "-q"])  # fmt: skip
+        seconds, peak = wall(
+            [
+                PYTHON,
+                "-m",
+                "grader.cli",
+                "run",
+                str(cls),
+                "--out",
+                str(out),
+                "--model",
+                "small",
+                "--jobs",
+                str(jobs),
+                "--force",
+                "-q",
+            ]
+        )
         results[jobs] = (seconds / count, peak)
     total = int(Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0]) * 1024
-    print(f"batch of {count} on small (half correct, half bank mistakes), seconds per submission: floor {floor:.2f}, "
-          f"naive {naive:.2f}, --jobs 1 {results[1][0]:.2f}, --jobs 2 {results[2][0]:.2f}")  # fmt: skip
-    print(f"  peak memory of all processes together: --jobs 1 {results[1][1] / 2**30:.1f} GiB, --jobs 2 "
-          f"{results[2][1] / 2**30:.1f} GiB, of {total / 2**30:.0f} GiB")  # fmt: skip
+    print(
+        f"batch of {count} on small (half correct, half bank mistakes), seconds per submission: floor {floor:.2f}, "
+        f"naive {naive:.2f}, --jobs 1 {results[1][0]:.2f}, --jobs 2 {results[2][0]:.2f}"
+    )
+    print(
+        f"  peak memory of all processes together: --jobs 1 {results[1][1] / 2**30:.1f} GiB, --jobs 2 "
+        f"{results[2][1] / 2**30:.1f} GiB, of {total / 2**30:.0f} GiB"
+    )
     check("batch: grader --jobs 1 / floor", results[1][0] / floor, "<= 1.5", results[1][0] / floor <= 1.5, misses)
     check("batch: naive / grader --jobs 1", naive / results[1][0], ">= 2", naive / results[1][0] >= 2, misses)
     speedup = results[1][0] / results[2][0]
@@ -229,13 +261,31 @@ def scale(folder: Path) -> None:
     print(f"scale: GPT-2 large's shape (774M parameters) built or found in {time.monotonic() - started:.0f} s")
     sub = reference_submission(folder / "large")
     out = folder / "large.json"
-    seconds, peak = wall([PYTHON, "-m", "grader.cli", "run", str(sub), "--out", str(out), "--model", "large",
-                          "--memory-mb", "16384", "--timeout", "300", "-q"])  # fmt: skip
+    seconds, peak = wall(
+        [
+            PYTHON,
+            "-m",
+            "grader.cli",
+            "run",
+            str(sub),
+            "--out",
+            str(out),
+            "--model",
+            "large",
+            "--memory-mb",
+            "16384",
+            "--timeout",
+            "300",
+            "-q",
+        ]
+    )
     report = json.loads(out.read_text())
     r = report["extra_data"]["resources"]
-    print(f"  graded in {seconds:.0f} s, score {report['score']:g}; peak memory: all processes together "
-          f"{peak / 2**30:.1f} GiB; grader {r['grader_peak_rss_mb'] / 1024:.1f} GiB, torch process "
-          f"{r['torch_peak_rss_mb'] / 1024:.1f} GiB, torch-free process {r['numpy_peak_rss_mb'] / 1024:.1f} GiB")  # fmt: skip
+    print(
+        f"  graded in {seconds:.0f} s, score {report['score']:g}; peak memory: all processes together "
+        f"{peak / 2**30:.1f} GiB; grader {r['grader_peak_rss_mb'] / 1024:.1f} GiB, torch process "
+        f"{r['torch_peak_rss_mb'] / 1024:.1f} GiB, torch-free process {r['numpy_peak_rss_mb'] / 1024:.1f} GiB"
+    )
     print("  tiers (s): " + ", ".join(f"{n} {t['seconds']:.1f}" for n, t in report["extra_data"]["tiers"].items()))
 
 
@@ -246,8 +296,10 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=3, help="A/B pairs per single-run ratio")
     parser.add_argument("--scale", action="store_true", help="also grade GPT-2 large's shape (builds 3 GB)")
     args = parser.parse_args()
-    print(f"{time.strftime('%Y-%m-%d %H:%M')}; {platform.machine()}, {os.cpu_count()} cores, "
-          f"{int(Path('/proc/meminfo').read_text().split()[1]) / 2**20:.0f} GiB; Python {platform.python_version()}")  # fmt: skip
+    print(
+        f"{time.strftime('%Y-%m-%d %H:%M')}; {platform.machine()}, {os.cpu_count()} cores, "
+        f"{int(Path('/proc/meminfo').read_text().split()[1]) / 2**20:.0f} GiB; Python {platform.python_version()}"
+    )
     misses: list[str] = []
     with tempfile.TemporaryDirectory(prefix="lab04-bench-") as tmp:
         folder = Path(tmp)

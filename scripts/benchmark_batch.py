@@ -75,18 +75,19 @@ def make_batch(folder: Path, count: int) -> None:
 
 
 def grading_inputs(model: str) -> tuple[Path, list]:
-    from grader.config import GradeConfig
     from grader.engine import prepare_expectations
 
+    from grader.config import GradeConfig
+
     expectations = prepare_expectations(GradeConfig(submission=REPO, out=REPO / "x.json", model=model))
-    return Path(expectations.primary.ref().path), [list(map(list, i.ids)) if isinstance(i.ids[0], tuple)
-                                                   else list(i.ids) for i in expectations.job.inputs]  # fmt: skip
+    return Path(expectations.primary.ref().path), [
+        list(map(list, i.ids)) if isinstance(i.ids[0], tuple) else list(i.ids) for i in expectations.job.inputs
+    ]
 
 
 def floor_seconds(checkpoint: Path, inputs: list, repeat: int) -> float:
     """The student's own work on one submission, in this (warm) process: load, then forward every input."""
     import numpy as np
-
     from grader.lab.common import import_student
     from grader.models import resolve_model
 
@@ -119,8 +120,12 @@ def naive_seconds(batch: Path, checkpoint: Path, inputs: list) -> tuple[float, i
         shutil.copytree(sub, work, dirs_exist_ok=True)
         if not (work / "decoder.py").exists():
             shutil.copyfile(REPO / "reference" / "decoder.py", work / "decoder.py")
-        done = subprocess.run([sys.executable, "-c", NAIVE, str(work), str(checkpoint), fh.name],
-                              capture_output=True, text=True, check=False)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-c", NAIVE, str(work), str(checkpoint), fh.name],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         passed += done.stdout.strip() == "PASS"
         shutil.rmtree(work)
     os.unlink(fh.name)
@@ -132,9 +137,26 @@ def grader_run(batch: Path, model: str, jobs: int, extra: tuple[str, ...] = ()) 
     with tempfile.TemporaryDirectory() as reports:
         started = time.monotonic()
         done = subprocess.run(
-            [sys.executable, "-m", "grader.cli", "run", str(batch), "--out", reports, "--model", model,
-             "--jobs", str(jobs), "--force", "-q", *extra], capture_output=True, text=True, check=False,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "grader.cli",
+                "run",
+                str(batch),
+                "--out",
+                reports,
+                "--model",
+                model,
+                "--jobs",
+                str(jobs),
+                "--force",
+                "-q",
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         wall = time.monotonic() - started
         if done.returncode != 0:
             raise SystemExit(f"batch failed: {done.stderr.strip()[-2000:]}")
@@ -163,26 +185,34 @@ def main() -> None:
     for name in ("wide", args.model):
         ensure_checkpoint(BUILTIN[name])
     checkpoint, inputs = grading_inputs(args.model)
-    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}; checkpoint {args.model}; "
-          f"{len(inputs)} grading inputs; batch of {args.count}")  # fmt: skip
+    print(
+        f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}; checkpoint {args.model}; "
+        f"{len(inputs)} grading inputs; batch of {args.count}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         batch = Path(tmp) / "batch"
         make_batch(batch, args.count)
         floor = floor_seconds(checkpoint, inputs, repeat=3)
         print(f"floor (warm process, load + forward, median of 3): {floor:6.2f} s per submission")
         naive, passed = naive_seconds(batch, checkpoint, inputs)
-        print(f"naive (fresh process per submission):              {naive:6.2f} s per submission "
-              f"({passed}/{args.count} passed)")  # fmt: skip
+        print(
+            f"naive (fresh process per submission):              {naive:6.2f} s per submission "
+            f"({passed}/{args.count} passed)"
+        )
         results = {}
         for jobs in args.jobs:
             run = grader_run(batch, args.model, jobs)
             results[jobs] = run
-            print(f"grader --jobs {jobs}:  {run['per_submission']:6.2f} s per submission ({run['wall']:.0f} s in all); "
-                  f"peak memory: grader process {run['grader_mb']:.0f} MB, largest student process "
-                  f"{run['student_mb']:.0f} MB; student start-up {run['startup']:.1f} s")  # fmt: skip
+            print(
+                f"grader --jobs {jobs}:  {run['per_submission']:6.2f} s per submission ({run['wall']:.0f} s in all); "
+                f"peak memory: grader process {run['grader_mb']:.0f} MB, largest student process "
+                f"{run['student_mb']:.0f} MB; student start-up {run['startup']:.1f} s"
+            )
         best = min(r["per_submission"] for r in results.values())
-        print(f"ratios: grader / floor = {best / floor:.2f} (target <= 1.5); "
-              f"naive / grader = {naive / best:.2f} (target >= 2)")  # fmt: skip
+        print(
+            f"ratios: grader / floor = {best / floor:.2f} (target <= 1.5); "
+            f"naive / grader = {naive / best:.2f} (target >= 2)"
+        )
     if args.medium:
         from grader.lab.checkpoints import CheckpointSpec, default_root
 
@@ -196,13 +226,32 @@ def main() -> None:
             shutil.copyfile(REPO / "reference" / "pretrained.py", sub / "pretrained.py")
             out = Path(tmp) / "medium.json"
             started = time.monotonic()
-            subprocess.run([sys.executable, "-m", "grader.cli", "run", str(sub), "--out", str(out), "--model",
-                            str(folder), "--memory-mb", "12288", "--timeout", "300", "-q"], check=True)  # fmt: skip
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "grader.cli",
+                    "run",
+                    str(sub),
+                    "--out",
+                    str(out),
+                    "--model",
+                    str(folder),
+                    "--memory-mb",
+                    "12288",
+                    "--timeout",
+                    "300",
+                    "-q",
+                ],
+                check=True,
+            )
             wall = time.monotonic() - started
             report = json.loads(out.read_text())
             res = report["extra_data"]["resources"]
-            print(f"medium: score {report['score']:g}, {wall:.0f} s, peak memory grader {res['grader_peak_rss_mb']:.0f} MB, "
-                  f"student process {res['student_peak_rss_mb']:.0f} MB")  # fmt: skip
+            print(
+                f"medium: score {report['score']:g}, {wall:.0f} s, peak memory grader {res['grader_peak_rss_mb']:.0f} MB, "
+                f"student process {res['student_peak_rss_mb']:.0f} MB"
+            )
 
 
 if __name__ == "__main__":

@@ -88,21 +88,29 @@ def _pin_folder(folder: Path, option: str) -> ModelPin:
     from ..grading.checkpoints import weights_sha256
 
     if not (folder / WEIGHTS).is_file() or not (folder / "config.json").is_file():
-        raise ConfigError(f"{option} {folder}: the folder needs config.json and {WEIGHTS} (the grader reads weights "
-                          "with safetensors)")  # fmt: skip
+        raise ConfigError(
+            f"{option} {folder}: the folder needs config.json and {WEIGHTS} (the grader reads weights with safetensors)"
+        )
     return ModelPin("dir", str(folder.resolve()), weights_sha256(folder))
 
 
 def _hub_help(name: str, revision_option: str, sha_option: str) -> str:
-    return (f"{name} is a HuggingFace hub name: pin it with {revision_option} COMMIT and {sha_option} HASH (the commit "
-            f"of the model repo and the sha256 of its {WEIGHTS}), so that the image holds exactly the weights you "
-            f"tested. Find both with: python -c \"from huggingface_hub import HfApi; i = HfApi().model_info('{name}', "
-            f"files_metadata=True); print(i.sha, next(s.lfs.sha256 for s in i.siblings if s.rfilename == "
-            f"'{WEIGHTS}'))\"")  # fmt: skip
+    return (
+        f"{name} is a HuggingFace hub name: pin it with {revision_option} COMMIT and {sha_option} HASH (the commit "
+        f"of the model repo and the sha256 of its {WEIGHTS}), so that the image holds exactly the weights you "
+        f"tested. Find both with: python -c \"from huggingface_hub import HfApi; i = HfApi().model_info('{name}', "
+        f"files_metadata=True); print(i.sha, next(s.lfs.sha256 for s in i.siblings if s.rfilename == "
+        f"'{WEIGHTS}'))\""
+    )
 
 
-def pin_model(name: str, revision: str | None = None, sha256: str | None = None, checkpoint_dir: Path | None = None,
-              option: str = "--model") -> ModelPin:  # fmt: skip
+def pin_model(
+    name: str,
+    revision: str | None = None,
+    sha256: str | None = None,
+    checkpoint_dir: Path | None = None,
+    option: str = "--model",
+) -> ModelPin:
     """Resolve ``name`` (a built-in, a local folder or a hub name) to a pin; ConfigError when it cannot be pinned."""
     from ..grading.checkpoints import BUILTIN
 
@@ -111,8 +119,10 @@ def pin_model(name: str, revision: str | None = None, sha256: str | None = None,
     folder = Path(name).expanduser()
     if (name in BUILTIN or folder.is_dir()) and (revision or sha256):
         kind = "built-in checkpoint" if name in BUILTIN else "local folder"
-        raise ConfigError(f"{revision_option} and {sha_option} pin a HuggingFace hub model; {option} {name} is a {kind}, "
-                          "pinned by its own hash")  # fmt: skip
+        raise ConfigError(
+            f"{revision_option} and {sha_option} pin a HuggingFace hub model; {option} {name} is a {kind}, "
+            "pinned by its own hash"
+        )
     if name in BUILTIN:
         return _pin_builtin(name, checkpoint_dir)
     if folder.is_dir():
@@ -122,8 +132,9 @@ def pin_model(name: str, revision: str | None = None, sha256: str | None = None,
     if not revision or not sha256:
         raise ConfigError(f"{option} {_hub_help(name, revision_option, sha_option)}")
     if not _HEX40.fullmatch(revision):
-        raise ConfigError(f"{revision_option} must be a full 40-hex-digit commit hash (a branch or tag can move), "
-                          f"not {revision!r}")  # fmt: skip
+        raise ConfigError(
+            f"{revision_option} must be a full 40-hex-digit commit hash (a branch or tag can move), not {revision!r}"
+        )
     if not _HEX64.fullmatch(sha256.lower()):
         raise ConfigError(f"{sha_option} must be a sha256 of 64 hex digits, not {sha256!r}")
     return ModelPin("hub", name, sha256.lower(), revision=revision)
@@ -135,9 +146,11 @@ def _check_limits(timeout: float, deadline: int) -> None:
     # Every tier may use its whole time-out, and starting the student processes takes a while.
     floor = int(len(TIER_NAMES) * timeout + 60)
     if deadline < floor:
-        raise ConfigError(f"--deadline {deadline} is too short for --timeout {timeout:g}: {len(TIER_NAMES)} tiers may "
-                          f"take {timeout:g} s each, so give it at least {floor} s (and Gradescope's time-out a minute "
-                          "more)")  # fmt: skip
+        raise ConfigError(
+            f"--deadline {deadline} is too short for --timeout {timeout:g}: {len(TIER_NAMES)} tiers may "
+            f"take {timeout:g} s each, so give it at least {floor} s (and Gradescope's time-out a minute "
+            "more)"
+        )
 
 
 def _torch_pin() -> tuple[str, list[str]]:
@@ -145,19 +158,32 @@ def _torch_pin() -> tuple[str, list[str]]:
     try:
         here = metadata.version("torch")
     except metadata.PackageNotFoundError:
-        raise GraderError("torch is not installed in this virtualenv: the bundle pins the version tested here") from None
+        raise GraderError(
+            "torch is not installed in this virtualenv: the bundle pins the version tested here"
+        ) from None
     pin = lock.cpu_torch(here)
     warnings = [] if here == pin else [f"this virtualenv runs torch {here}; the bundle installs the CPU build {pin}"]
     return pin, warnings
 
 
 def bundle_config(
-    out: Path, model: str = "tiny", second_model: str | None = "wide", function_model: str = "tiny", *,
-    revision: str | None = None, sha256: str | None = None, second_revision: str | None = None,
-    second_sha256: str | None = None, checkpoint_dir: Path | None = None, points: Path | None = None,
-    timeout: float = 60.0, memory_mb: int = 6144, threads: int = 1, deadline: int = DEFAULT_DEADLINE,
+    out: Path,
+    model: str = "tiny",
+    second_model: str | None = "wide",
+    function_model: str = "tiny",
+    *,
+    revision: str | None = None,
+    sha256: str | None = None,
+    second_revision: str | None = None,
+    second_sha256: str | None = None,
+    checkpoint_dir: Path | None = None,
+    points: Path | None = None,
+    timeout: float = 60.0,
+    memory_mb: int = 6144,
+    threads: int = 1,
+    deadline: int = DEFAULT_DEADLINE,
     presentation: Presentation | None = None,
-) -> BundleConfig:  # fmt: skip
+) -> BundleConfig:
     """Check the options, pin the checkpoints and lock the dependencies; ConfigError for bad usage."""
     from ..config import load_points
 
@@ -165,7 +191,9 @@ def bundle_config(
         raise ConfigError("--timeout must be >= 1, --memory-mb >= 1024 and --threads >= 1")
     _check_limits(timeout, deadline)
     if not PROJECT.joinpath("pyproject.toml").is_file():
-        raise GraderError(f"the grader's source is not beside {Path(__file__).parent}: build the bundle from a checkout")
+        raise GraderError(
+            f"the grader's source is not beside {Path(__file__).parent}: build the bundle from a checkout"
+        )
     primary = pin_model(model, revision, sha256, checkpoint_dir, "--model")
     second = None
     if second_model is not None and second_model.lower() != "none":
@@ -179,11 +207,20 @@ def bundle_config(
     function = pin_model(function_model, None, None, checkpoint_dir, "--function-model")
     torch, warnings = _torch_pin()
     return BundleConfig(
-        out=Path(out), model=primary, second_model=second, function_model=function, points=load_points(points),
-        timeout=float(timeout), memory_mb=int(memory_mb), threads=int(threads), deadline=int(deadline),
-        presentation=presentation or Presentation(), torch=torch, constraints=lock.locked_versions(),
+        out=Path(out),
+        model=primary,
+        second_model=second,
+        function_model=function,
+        points=load_points(points),
+        timeout=float(timeout),
+        memory_mb=int(memory_mb),
+        threads=int(threads),
+        deadline=int(deadline),
+        presentation=presentation or Presentation(),
+        torch=torch,
+        constraints=lock.locked_versions(),
         warnings=tuple(warnings),
-    )  # fmt: skip
+    )
 
 
 def build_bundle(config: BundleConfig) -> list[str]:

@@ -22,8 +22,16 @@ HOME_DIR = "lab04"  # $AUTOGRADER_ROOT/lab04: the venv and the baked checkpoints
 PACKAGES = ("grader", "lab04_checks")  # shipped whole; of reference/, only the decoder
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip can hold: the same bytes on every build
 # The files of a HuggingFace GPT-2 folder that grading uses; anything else stays out of the bundle.
-CHECKPOINT_FILES = ("config.json", WEIGHTS, "vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json",
-                    "special_tokens_map.json", "generation_config.json")  # fmt: skip
+CHECKPOINT_FILES = (
+    "config.json",
+    WEIGHTS,
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "generation_config.json",
+)
 ROLES = ("primary", "second", "function")
 
 
@@ -55,8 +63,12 @@ def _model_lines(prefix: str, role: str, pin: ModelPin | None) -> list[str]:
     lines = [f"{prefix}_KIND={pin.kind}", f"{prefix}={shlex.quote(name)}"]
     if pin.kind == "dir":
         lines.append(f"# ({role} was copied from {pin.name})")
-    return [*lines, f"{prefix}_REVISION={shlex.quote(pin.revision)}", f"{prefix}_WEIGHTS={shlex.quote(pin.weights)}",
-            f"{prefix}_SHA256={pin.sha256}"]  # fmt: skip
+    return [
+        *lines,
+        f"{prefix}_REVISION={shlex.quote(pin.revision)}",
+        f"{prefix}_WEIGHTS={shlex.quote(pin.weights)}",
+        f"{prefix}_SHA256={pin.sha256}",
+    ]
 
 
 def _presentation_lines(config: BundleConfig) -> list[str]:

@@ -44,8 +44,10 @@ def _installed(name: str, wanted_by: str) -> metadata.Distribution:
     try:
         return metadata.distribution(name)
     except metadata.PackageNotFoundError:
-        raise GraderError(f"cannot lock the dependencies: {name} (needed by {wanted_by}) is not installed in "
-                          f"{sys.prefix}; install the grader there first (pip install -e .)") from None  # fmt: skip
+        raise GraderError(
+            f"cannot lock the dependencies: {name} (needed by {wanted_by}) is not installed in "
+            f"{sys.prefix}; install the grader there first (pip install -e .)"
+        ) from None
 
 
 def locked_versions(roots: list[Requirement] | None = None) -> dict[str, str]:
@@ -62,8 +64,9 @@ def locked_versions(roots: list[Requirement] | None = None) -> dict[str, str]:
         dist = _installed(requirement.name, parent)
         version = dist.version
         if requirement.specifier and not requirement.specifier.contains(version, prereleases=True):
-            raise GraderError(f"cannot lock the dependencies: {parent} needs {requirement}, but {version} is "
-                              "installed here")  # fmt: skip
+            raise GraderError(
+                f"cannot lock the dependencies: {parent} needs {requirement}, but {version} is installed here"
+            )
         found[name] = version
         key = (name, frozenset(requirement.extras))
         if key in seen:

@@ -26,8 +26,12 @@ ONE_TOKEN = "Numbers"
 LONG_TEXT = "Each weight of a small GPT-2 is copied, not computed; one wrong split shows at once."
 BATCH_TEXTS = ("Tied heads share one array.", "Layer norms scale, then shift.")
 BATCH_TOKENS = 7
-COMPARE_TEXTS = ("Ready?", 'Brackets [like these], quotes "like those" & symbols: #, %, é, 100%!',
-                 "A tied head reuses the token embedding, so there is nothing else to load.", ONE_TOKEN)  # fmt: skip
+COMPARE_TEXTS = (
+    "Ready?",
+    'Brackets [like these], quotes "like those" & symbols: #, %, é, 100%!',
+    "A tied head reuses the token embedding, so there is nothing else to load.",
+    ONE_TOKEN,
+)
 PROMPT = "Our little model says"
 SAMPLE = 256  # vocabulary entries kept per input, besides each position's top TOP
 TOP = 5
@@ -87,8 +91,12 @@ def compute() -> dict[str, Any]:
     new, clear = greedy(expected, prompt_ids, NEW_TOKENS)
     if not clear:
         raise RuntimeError(f"the public prompt {PROMPT!r} has a near tie in its greedy path: choose another")
-    generate = {"prompt": PROMPT, "max_length": NEW_TOKENS, "expected": expected.decode(prompt_ids + new),
-                "accepted": sorted(accepted(expected, PROMPT, prompt_ids, new))}
+    generate = {
+        "prompt": PROMPT,
+        "max_length": NEW_TOKENS,
+        "expected": expected.decode(prompt_ids + new),
+        "accepted": sorted(accepted(expected, PROMPT, prompt_ids, new)),
+    }
     return {
         "about": "Expected values for the public checkpoint, written by `grade template build`: do not edit.",
         "format": FORMAT,

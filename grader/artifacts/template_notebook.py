@@ -27,7 +27,7 @@ they do not run then.
 
 `README.md` explains what the grader checks, its tolerance and its time budget."""
 
-TRY_IT = '''\
+TRY_IT = """\
 if __name__ == "__main__":  # runs in Jupyter; skipped when the grader or the tests run this notebook
     import sys
     from pathlib import Path
@@ -46,7 +46,7 @@ if __name__ == "__main__":  # runs in Jupyter; skipped when the grader or the te
                      dropout=0.0, tie_weights=True)
     load_gpt2_weights(model, name)
     match, max_diff = compare_outputs(model, hf_model, tokenizer, "My own NumPy GPT-2 gives these logits.")
-    print(f"Match: {match}, max diff: {max_diff:.2e}")'''
+    print(f"Match: {match}, max diff: {max_diff:.2e}")"""
 
 
 def without_docstring(source: str) -> str:
@@ -85,15 +85,21 @@ def module_cells(source: str) -> list[tuple[str, str]]:
 def notebook(pretrained: str, decoder: str) -> str:
     """The notebook of ``pretrained`` (the stubs, or for tests the reference) after the given ``decoder``."""
     md, code = nbformat.v4.new_markdown_cell, nbformat.v4.new_code_cell
-    cells = [md(INTRO), md("## Your Lab 03 model (given)"), code(without_docstring(decoder).strip("\n")),
-             md("## Lab 04: imports")]  # fmt: skip
+    cells = [
+        md(INTRO),
+        md("## Your Lab 03 model (given)"),
+        code(without_docstring(decoder).strip("\n")),
+        md("## Lab 04: imports"),
+    ]
     for kind, text in module_cells(pretrained):
         cells.append(md(text) if kind == "markdown" else code(text))
     cells += [md("## Try it"), code(TRY_IT)]
     for number, cell in enumerate(cells, start=1):
         cell["id"] = f"lab04-{number:02d}"
     nb = nbformat.v4.new_notebook()
-    nb.metadata = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-                   "language_info": {"name": "python"}}  # fmt: skip
+    nb.metadata = {
+        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+        "language_info": {"name": "python"},
+    }
     nb.cells = cells
     return nbformat.writes(nb)

@@ -69,10 +69,19 @@ def synthetic_state(shape: contract.ModelShape, seed: int) -> dict[str, np.ndarr
     d, f = shape.d_model, shape.d_ff
     sizes = {"transformer.wte.weight": (shape.vocab_size, d), "transformer.wpe.weight": (shape.max_seq_len, d)}
     per_layer = {
-        "ln_1.weight": (d,), "ln_1.bias": (d,), "attn.c_attn.weight": (d, 3 * d), "attn.c_attn.bias": (3 * d,),
-        "attn.c_proj.weight": (d, d), "attn.c_proj.bias": (d,), "ln_2.weight": (d,), "ln_2.bias": (d,),
-        "mlp.c_fc.weight": (d, f), "mlp.c_fc.bias": (f,), "mlp.c_proj.weight": (f, d), "mlp.c_proj.bias": (d,),
-    }  # fmt: skip
+        "ln_1.weight": (d,),
+        "ln_1.bias": (d,),
+        "attn.c_attn.weight": (d, 3 * d),
+        "attn.c_attn.bias": (3 * d,),
+        "attn.c_proj.weight": (d, d),
+        "attn.c_proj.bias": (d,),
+        "ln_2.weight": (d,),
+        "ln_2.bias": (d,),
+        "mlp.c_fc.weight": (d, f),
+        "mlp.c_fc.bias": (f,),
+        "mlp.c_proj.weight": (f, d),
+        "mlp.c_proj.bias": (d,),
+    }
     for i in range(shape.num_layers):
         sizes.update({f"transformer.h.{i}.{k}": v for k, v in per_layer.items()})
     sizes.update({"transformer.ln_f.weight": (d,), "transformer.ln_f.bias": (d,)})

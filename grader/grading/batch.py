@@ -157,9 +157,17 @@ def failure_report(config: GradeConfig, message: str) -> Report:
     """A report for a submission the grader itself failed on: zero points, the reason for staff."""
     detail = "The grader failed on this submission (not your fault); course staff have been told."
     tiers = [TierResult(t.NAME, t.TITLE, "error", 0.0, config.points[t.NAME], detail) for t in TIERS]
-    return Report(tiers=tiers, decoder="unknown", models={}, submission={"path": str(config.submission),
-                  "problem": "grader failure"}, tolerances={"logits": "n/a"}, versions={"grader": __version__},
-                  limits={}, execution_time=0.0, internal_errors=[message])  # fmt: skip
+    return Report(
+        tiers=tiers,
+        decoder="unknown",
+        models={},
+        submission={"path": str(config.submission), "problem": "grader failure"},
+        tolerances={"logits": "n/a"},
+        versions={"grader": __version__},
+        limits={},
+        execution_time=0.0,
+        internal_errors=[message],
+    )
 
 
 class State:
@@ -183,8 +191,12 @@ class State:
 
     def record(self, name: str, key: str, score: float, seconds: float) -> None:
         with self.lock:
-            self.entries[name] = {"key": key, "score": score, "seconds": round(seconds, 2),
-                                  "when": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
+            self.entries[name] = {
+                "key": key,
+                "score": score,
+                "seconds": round(seconds, 2),
+                "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            }
             self.save()
 
     def save(self) -> None:
@@ -196,8 +208,9 @@ class State:
         return sum(times) / len(times) if times else None
 
 
-def run_batch(batch: BatchConfig, progress: Progress | None = None,
-              expectations: Expectations | None = None) -> list[Outcome]:  # fmt: skip
+def run_batch(
+    batch: BatchConfig, progress: Progress | None = None, expectations: Expectations | None = None
+) -> list[Outcome]:
     """Grade every submission of ``batch.submissions`` that has no current report; never stops early."""
     submissions = discover(batch.submissions)
     if not submissions:
@@ -210,9 +223,11 @@ def run_batch(batch: BatchConfig, progress: Progress | None = None,
     settings = settings_of(batch.grading, expectations)
     state = State(batch.reports / STATE_FILE)
     if state.entries and state.settings and _digest(state.settings) != _digest(settings) and not batch.force:
-        raise ConfigError(f"the reports in {batch.reports} were made with another configuration ("
-                          + "; ".join(changes(state.settings, settings)[:6])
-                          + "): pass --force to regrade everyone with this one, or repeat the earlier options")
+        raise ConfigError(
+            f"the reports in {batch.reports} were made with another configuration ("
+            + "; ".join(changes(state.settings, settings)[:6])
+            + "): pass --force to regrade everyone with this one, or repeat the earlier options"
+        )
     state.settings, state.source = settings, str(Path(batch.submissions).resolve())
     state.save()
     settings_key = _digest(settings)
@@ -221,7 +236,9 @@ def run_batch(batch: BatchConfig, progress: Progress | None = None,
     for name, path in submissions.items():
         key = hashlib.sha256((content_hash(path) + settings_key).encode()).hexdigest()
         forced = batch.force or name in batch.only
-        if (batch.only and name not in batch.only) or (not forced and state.current(name, key, batch.reports / f"{name}.json")):
+        if (batch.only and name not in batch.only) or (
+            not forced and state.current(name, key, batch.reports / f"{name}.json")
+        ):
             outcome = Outcome(name, "current", score=state.entries.get(name, {}).get("score"))
             outcomes.append(outcome)
             if progress:

@@ -38,8 +38,13 @@ BUILTIN_HELP = {
 }
 DEFAULT_BUILD = ("tiny", "wide")
 # GPT-2's numerics, which the NumPy oracle reproduces; a config that changes them is refused.
-GPT2_NUMERICS = {"activation_function": "gelu_new", "layer_norm_epsilon": 1e-5, "scale_attn_weights": True,
-                 "scale_attn_by_inverse_layer_idx": False, "reorder_and_upcast_attn": False}  # fmt: skip
+GPT2_NUMERICS = {
+    "activation_function": "gelu_new",
+    "layer_norm_epsilon": 1e-5,
+    "scale_attn_weights": True,
+    "scale_attn_by_inverse_layer_idx": False,
+    "reorder_and_upcast_attn": False,
+}
 
 
 @dataclass(frozen=True)
@@ -54,9 +59,16 @@ class ModelSource:
 
     def info(self) -> dict[str, Any]:
         s = self.shape
-        return {"name": self.name, "source": self.source, "sha256": self.sha256, "n_layer": s.num_layers,
-                "n_embd": s.d_model, "n_head": s.num_heads, "n_positions": s.max_seq_len,
-                "vocab_size": s.vocab_size}  # fmt: skip
+        return {
+            "name": self.name,
+            "source": self.source,
+            "sha256": self.sha256,
+            "n_layer": s.num_layers,
+            "n_embd": s.d_model,
+            "n_head": s.num_heads,
+            "n_positions": s.max_seq_len,
+            "vocab_size": s.vocab_size,
+        }
 
 
 def _hash_cache() -> Path:
@@ -142,10 +154,12 @@ def _from_hub(name: str) -> ModelSource:
     try:
         from huggingface_hub import snapshot_download
 
-        folder = Path(snapshot_download(
-            name,
-            allow_patterns=["config.json", WEIGHTS_FILE, "vocab.json", "merges.txt", "tokenizer*.json"],
-        ))  # fmt: skip
+        folder = Path(
+            snapshot_download(
+                name,
+                allow_patterns=["config.json", WEIGHTS_FILE, "vocab.json", "merges.txt", "tokenizer*.json"],
+            )
+        )
     except Exception as exc:  # noqa: BLE001 - offline, unknown repo, network: all mean "cannot use it"
         raise GraderError(
             f"cannot load the model {name!r}: it is not a built-in checkpoint ({', '.join(BUILTIN)}), not a "
@@ -163,6 +177,8 @@ def read_state(folder: Path) -> dict[str, np.ndarray]:
     for key, value in raw.items():
         if key.endswith(IGNORED_SUFFIXES):
             continue
-        name = key if key.startswith(("transformer.", "lm_head.")) else f"transformer.{key}"  # the hub's gpt2 has no prefix
+        name = (
+            key if key.startswith(("transformer.", "lm_head.")) else f"transformer.{key}"
+        )  # the hub's gpt2 has no prefix
         state[name] = np.asarray(value, dtype=np.float32)
     return state

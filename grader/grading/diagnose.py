@@ -101,31 +101,47 @@ def explain(path: str, got: np.ndarray, index: CandidateIndex) -> tuple[str, str
     if cand.hf_name:
         fused = re.sub(r"^transformer\.h\.\d+\.", "", cand.hf_name)
         if cand.how == "wrong_axis":
-            return "wrong_axis_split", (f"holds part {cand.third} of {fused} split along the wrong axis (its rows, as "
-                                        "reshape(3, d, d) does): split the columns, w[..., i*d:(i+1)*d] "
-                                        "(np.split(w, 3, axis=-1))")  # fmt: skip
+            return "wrong_axis_split", (
+                f"holds part {cand.third} of {fused} split along the wrong axis (its rows, as "
+                "reshape(3, d, d) does): split the columns, w[..., i*d:(i+1)*d] "
+                "(np.split(w, 3, axis=-1))"
+            )
         if cand.how == "interleaved":
-            return "interleaved_split", (f"holds every third column of {fused} (w[..., {cand.third}::3]): Q, K and V "
-                                         "are contiguous blocks of d_model columns each, not interleaved")  # fmt: skip
+            return "interleaved_split", (
+                f"holds every third column of {fused} (w[..., {cand.third}::3]): Q, K and V "
+                "are contiguous blocks of d_model columns each, not interleaved"
+            )
         flip = " transposed" if cand.transposed else ""
-        return "fused_c_attn", (f"holds the whole fused {fused}{flip}, not one third of it: split the last axis "
-                                "into 3 equal parts (width // 3, not a fixed 768)")  # fmt: skip
+        return "fused_c_attn", (
+            f"holds the whole fused {fused}{flip}, not one third of it: split the last axis "
+            "into 3 equal parts (width // 3, not a fixed 768)"
+        )
     if cand.path == path:
-        return "transpose", ("holds the transpose of the right array: Conv1D weights are already (in, out), "
-                             "the layout x @ W needs, so no .T")  # fmt: skip
+        return "transpose", (
+            "holds the transpose of the right array: Conv1D weights are already (in, out), "
+            "the layout x @ W needs, so no .T"
+        )
     flip = "the transpose of " if cand.transposed else ""
     own_layer, their_layer = layer_of(path), layer_of(cand.path)
     their_leaf = cand.path.rsplit(".", 1)[-1]
-    qkv = own_leaf[:2] in ("W_", "b_") and their_leaf[:2] == own_leaf[:2] and own_leaf[2:] in QKV and their_leaf[2:] in QKV
+    qkv = (
+        own_leaf[:2] in ("W_", "b_")
+        and their_leaf[:2] == own_leaf[:2]
+        and own_leaf[2:] in QKV
+        and their_leaf[2:] in QKV
+    )
     if own_layer == their_layer and qkv:
-        return "qkv_permuted", (f"holds {flip}the {their_leaf[2]} part of c_attn instead of the {own_leaf[2]} part: "
-                                "the columns are Q, K, V in that order, d_model each")  # fmt: skip
+        return "qkv_permuted", (
+            f"holds {flip}the {their_leaf[2]} part of c_attn instead of the {own_leaf[2]} part: "
+            "the columns are Q, K, V in that order, d_model each"
+        )
     if own_layer == their_layer and {own_leaf, their_leaf} == {"gamma", "beta"}:
         which = "bias" if their_leaf == "beta" else "weight"
         return "gamma_beta_swapped", f"holds {flip}the {which} of its LayerNorm: gamma and beta are swapped"
     if their_layer is not None and own_layer is not None and own_layer != their_layer:
-        return "other_layer", (f"holds {flip}layer {their_layer}'s tensor ({source_text(cand.path, n)}) instead of "
-                               "its own layer's")  # fmt: skip
+        return "other_layer", (
+            f"holds {flip}layer {their_layer}'s tensor ({source_text(cand.path, n)}) instead of its own layer's"
+        )
     return "other_tensor", f"holds {flip}{source_text(cand.path, n)}, which belongs to {cand.path}"
 
 
@@ -139,8 +155,14 @@ def describe_value(array: np.ndarray) -> str | None:
     return None
 
 
-def compare_one(path: str, want: np.ndarray, have: Any, index: CandidateIndex, unchanged: bool = False,
-                rtol: float = contract.WEIGHTS_RTOL) -> tuple[Finding | None, float]:  # fmt: skip
+def compare_one(
+    path: str,
+    want: np.ndarray,
+    have: Any,
+    index: CandidateIndex,
+    unchanged: bool = False,
+    rtol: float = contract.WEIGHTS_RTOL,
+) -> tuple[Finding | None, float]:
     """The finding for one attribute (None when right) and its max difference."""
     if have is None or isinstance(have, str):
         return (path, "missing", have or "is missing"), 0.0
@@ -170,8 +192,12 @@ def compare_one(path: str, want: np.ndarray, have: Any, index: CandidateIndex, u
     return (path, "wrong_values", f"does not match {source_text(path, index.num_layers)} (max |diff| {diff:.3g})"), diff
 
 
-def attribute_findings(expected: dict[str, np.ndarray], got: dict[str, Any], index: CandidateIndex,
-                       unchanged: dict[str, bool] | None = None) -> tuple[list[Finding], float]:  # fmt: skip
+def attribute_findings(
+    expected: dict[str, np.ndarray],
+    got: dict[str, Any],
+    index: CandidateIndex,
+    unchanged: dict[str, bool] | None = None,
+) -> tuple[list[Finding], float]:
     """A finding for every wrong attribute, and the largest difference among same-shape ones."""
     findings, worst = [], 0.0
     for path, want in expected.items():
@@ -196,8 +222,14 @@ def _collapse_layer_swaps(findings: list[tuple[str, str]]) -> list[tuple[str, st
     if not collapsed:
         return findings
     hidden = {p for paths in collapsed.values() for p in paths}
-    out = [(f"blocks.{i}.*", f"({len(paths)} attributes) hold layer {j}'s tensors instead of layer {i}'s: "
-            "check the layer index in the mapping") for (i, j), paths in collapsed.items()]  # fmt: skip
+    out = [
+        (
+            f"blocks.{i}.*",
+            f"({len(paths)} attributes) hold layer {j}'s tensors instead of layer {i}'s: "
+            "check the layer index in the mapping",
+        )
+        for (i, j), paths in collapsed.items()
+    ]
     return out + [(p, problem) for p, problem in findings if p not in hidden]
 
 
@@ -243,14 +275,27 @@ def failure_hint(message: str, kind: str, shape: contract.ModelShape | None) -> 
     if shape is not None:
         layer = re.search(r"transformer\.h\.(\d+)\.", text)
         if (layer and int(layer.group(1)) >= shape.num_layers) or (kind == "IndexError" and "list index" in text):
-            return (f"This checkpoint has {shape.num_layers} layers: take the layer count from the "
-                    "checkpoint's config (hf_model.config.n_layer), not a fixed 12.")  # fmt: skip
+            return (
+                f"This checkpoint has {shape.num_layers} layers: take the layer count from the "
+                "checkpoint's config (hf_model.config.n_layer), not a fixed 12."
+            )
         if "768" in text and shape.d_model != 768:
             return f"This checkpoint has d_model={shape.d_model}: do not hard-wire 768."
-    if any(s in text for s in ("huggingface.co", "offline", "LocalEntryNotFound", "couldn't connect",
-                               "Repository Not Found", "is not a local folder")):  # fmt: skip
-        return ("The grader passes a local checkpoint directory as model_name and has no internet: "
-                "load model_name, not a fixed 'gpt2'.")  # fmt: skip
+    if any(
+        s in text
+        for s in (
+            "huggingface.co",
+            "offline",
+            "LocalEntryNotFound",
+            "couldn't connect",
+            "Repository Not Found",
+            "is not a local folder",
+        )
+    ):
+        return (
+            "The grader passes a local checkpoint directory as model_name and has no internet: "
+            "load model_name, not a fixed 'gpt2'."
+        )
     if "broadcast" in text or ("shapes" in text and "not aligned" in text):
         return "A shape mismatch: was the model built with the checkpoint's sizes, and are weights (in, out)?"
     if kind == "NotImplementedError":

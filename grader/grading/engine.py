@@ -83,8 +83,9 @@ def prepare_expectations(config: GradeConfig, seed: int | None = None) -> Expect
         checkpoints.setdefault(source.name, Expected(source))
         roles[role] = source.name
     second = sources.get("second")
-    chosen = inputs_module.choose(sources["primary"].shape, second.shape if second else None,
-                                  config.seed if seed is None else seed)  # fmt: skip
+    chosen = inputs_module.choose(
+        sources["primary"].shape, second.shape if second else None, config.seed if seed is None else seed
+    )
     return Expectations(roles, checkpoints, sources, chosen)
 
 
@@ -93,8 +94,10 @@ def start_zygotes(limits: Limits, folder: Path, expectations: Expectations) -> d
     harness's own objects (HuggingFace's model for the function tiers; the tokenizer for generate_text)."""
     function = str(expectations.sources["function"].path)
     loaded = tuple(str(expectations.sources[r].path) for r in ("primary", "second") if r in expectations.sources)
-    return {"numpy": Zygote("numpy", limits.threads, folder / "zygote-numpy.log", loaded),
-            "torch": Zygote("torch", limits.threads, folder / "zygote-torch.log", (function,))}  # fmt: skip
+    return {
+        "numpy": Zygote("numpy", limits.threads, folder / "zygote-numpy.log", loaded),
+        "torch": Zygote("torch", limits.threads, folder / "zygote-torch.log", (function,)),
+    }
 
 
 def _versions() -> dict[str, str]:
@@ -104,8 +107,13 @@ def _versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             return "not installed"
 
-    return {"python": platform.python_version(), "numpy": np.__version__, "torch": version("torch"),
-            "transformers": version("transformers"), "grader": __version__}  # fmt: skip
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "torch": version("torch"),
+        "transformers": version("transformers"),
+        "grader": __version__,
+    }
 
 
 def _run_tier(tier: ModuleType, session: Session, timeout: float, internal: list[str]) -> Verdict:
@@ -117,15 +125,17 @@ def _run_tier(tier: ModuleType, session: Session, timeout: float, internal: list
     except GraderError:
         raise  # the sandbox itself failed (SandboxError): no verdict on the student can be made
     except ProtocolError as exc:
-        return Verdict("error", f"The student process sent a reply the grader cannot accept ({exc}); nothing of it "
-                                "counts.")  # fmt: skip
+        return Verdict(
+            "error", f"The student process sent a reply the grader cannot accept ({exc}); nothing of it counts."
+        )
     except Exception:  # noqa: BLE001 - a bug of ours must not cost the student the report
         internal.append(f"{tier.NAME}:\n{traceback.format_exc(limit=12)}")
         return Verdict("error", INTERNAL)
 
 
-def _run_tiers(session: Session, config: GradeConfig, prepared: Prepared, internal: list[str],
-               progress: Progress | None) -> list[TierResult]:  # fmt: skip
+def _run_tiers(
+    session: Session, config: GradeConfig, prepared: Prepared, internal: list[str], progress: Progress | None
+) -> list[TierResult]:
     """Every tier, in TIERS order for the report. The first two (import, loads) run alone; after them the
     tiers of the torch process and those of the torch-free one run side by side, each lane in order."""
     done: dict[str, TierResult] = {}
@@ -135,9 +145,20 @@ def _run_tiers(session: Session, config: GradeConfig, prepared: Prepared, intern
         started = time.monotonic()
         verdict = _run_tier(tier, session, config.limits.timeout, internal)
         points = config.points[tier.NAME]
-        result = TierResult(tier.NAME, tier.TITLE, verdict.status, points if verdict.status == "passed" else 0.0,
-                            points, prepared.rename(verdict.detail), time.monotonic() - started, verdict.max_diff,
-                            verdict.tolerance, verdict.facts, verdict.mistakes, verdict.causes)  # fmt: skip
+        result = TierResult(
+            tier.NAME,
+            tier.TITLE,
+            verdict.status,
+            points if verdict.status == "passed" else 0.0,
+            points,
+            prepared.rename(verdict.detail),
+            time.monotonic() - started,
+            verdict.max_diff,
+            verdict.tolerance,
+            verdict.facts,
+            verdict.mistakes,
+            verdict.causes,
+        )
         with lock:
             done[tier.NAME] = result
             if progress:
@@ -155,7 +176,7 @@ def _run_tiers(session: Session, config: GradeConfig, prepared: Prepared, intern
     first, rest = TIERS[:2], TIERS[2:]
     for tier in first:
         one(tier)
-    lanes = [[t for t in rest if t.LANE == name] for name in ("numpy", "torch")]
+    lanes = [[t for t in rest if name == t.LANE] for name in ("numpy", "torch")]
     workers = [threading.Thread(target=lane, args=(tiers,), daemon=True) for tiers in lanes]
     for worker in workers:
         worker.start()
@@ -202,13 +223,19 @@ def _sandbox_report(session: Session | None, limits: Limits) -> dict:
             missing += [m for m in agent.process.layers.get("unavailable", []) if m not in missing]
     out["unavailable"] = missing
     if missing and limits.isolate:
-        out["student_warning"] = ("Note: on this grading machine your code ran with less isolation than usual "
-                                  "(course staff can see why); this does not change your score.")  # fmt: skip
+        out["student_warning"] = (
+            "Note: on this grading machine your code ran with less isolation than usual "
+            "(course staff can see why); this does not change your score."
+        )
     return out
 
 
-def grade(config: GradeConfig, progress: Progress | None = None, expectations: Expectations | None = None,
-          zygotes: dict[str, Zygote] | None = None) -> Report:  # fmt: skip
+def grade(
+    config: GradeConfig,
+    progress: Progress | None = None,
+    expectations: Expectations | None = None,
+    zygotes: dict[str, Zygote] | None = None,
+) -> Report:
     """Grade ``config.submission`` and return the report (the caller writes it).
 
     A batch passes ``expectations`` and ``zygotes`` so that they are made once."""
@@ -228,8 +255,16 @@ def grade(config: GradeConfig, progress: Progress | None = None, expectations: E
         prepared = prepare(config.submission, scratch / "submission")
         if prepared.problem:
             for tier in TIERS:
-                results.append(TierResult(tier.NAME, tier.TITLE, "error", 0.0, config.points[tier.NAME],
-                                          f"Your submission could not be used: {prepared.problem}."))  # fmt: skip
+                results.append(
+                    TierResult(
+                        tier.NAME,
+                        tier.TITLE,
+                        "error",
+                        0.0,
+                        config.points[tier.NAME],
+                        f"Your submission could not be used: {prepared.problem}.",
+                    )
+                )
         else:
             session = Session(prepared, expectations, config.limits, zygotes, scratch)
             warming = threading.Thread(target=expectations.warm, daemon=True)
@@ -251,13 +286,27 @@ def grade(config: GradeConfig, progress: Progress | None = None, expectations: E
     return _report(config, prepared, expectations, session, results, internal, stdout, stderr, scratch, started)
 
 
-def _report(config: GradeConfig, prepared: Prepared | None, expectations: Expectations | None,
-            session: Session | None, results: list[TierResult], internal: list[str], stdout: str, stderr: str,
-            scratch: Path, started: float) -> Report:  # fmt: skip
+def _report(
+    config: GradeConfig,
+    prepared: Prepared | None,
+    expectations: Expectations | None,
+    session: Session | None,
+    results: list[TierResult],
+    internal: list[str],
+    stdout: str,
+    stderr: str,
+    scratch: Path,
+    started: float,
+) -> Report:
     submission = {"path": str(config.submission)}
     if prepared is not None:
-        submission.update(kind=prepared.kind, module=prepared.module, files=prepared.files[:200],
-                          notes=prepared.notes, problem=prepared.problem)  # fmt: skip
+        submission.update(
+            kind=prepared.kind,
+            module=prepared.module,
+            files=prepared.files[:200],
+            notes=prepared.notes,
+            problem=prepared.problem,
+        )
     if config.keep_workdir:
         submission["workdir"] = str(scratch)
     imported = session.torch.imported if session is not None else None
@@ -273,22 +322,33 @@ def _report(config: GradeConfig, prepared: Prepared | None, expectations: Expect
                 resources[f"{agent.flavour}_peak_rss_mb"] = round(p.peak_rss_bytes / 2**20, 1)
         resources["requests"] = session.requests
     notes = list(session.notes) if session is not None else []
-    for cell in (imported.cells if imported else ()):
+    for cell in imported.cells if imported else ():
         where = prepared.cell_files.get(f"_cell_{cell['cell']:03d}.py", f"cell {cell['cell']}") if prepared else ""
         line = f", line {cell['line']}" if cell.get("line") else ""
-        notes.append(f"{where}{line} raised {cell['type']}: {cell['message']} (the grader ran the notebook top to "
-                     "bottom, as Kernel > Restart and Run All does)")  # fmt: skip
+        notes.append(
+            f"{where}{line} raised {cell['type']}: {cell['message']} (the grader ran the notebook top to "
+            "bottom, as Kernel > Restart and Run All does)"
+        )
     return Report(
         tiers=results,
         decoder=decoder,
         models={role: expectations.sources[role].info() for role in expectations.roles} if expectations else {},
         submission=submission,
-        tolerances={"logits": f"max |diff| <= {LOGITS_RTOL:g} * max(1, max |GPT-2 logit|)",
-                    "logits_rtol": LOGITS_RTOL, "weights_rtol": WEIGHTS_RTOL},  # fmt: skip
+        tolerances={
+            "logits": f"max |diff| <= {LOGITS_RTOL:g} * max(1, max |GPT-2 logit|)",
+            "logits_rtol": LOGITS_RTOL,
+            "weights_rtol": WEIGHTS_RTOL,
+        },
         versions=_versions(),
-        limits={"timeout_s": limits.timeout, "memory_bytes": limits.memory_bytes, "threads": limits.threads,
-                "processes": limits.processes, "file_bytes": limits.file_bytes, "scratch_bytes": limits.scratch_bytes,
-                "output_bytes": limits.output_bytes},  # fmt: skip
+        limits={
+            "timeout_s": limits.timeout,
+            "memory_bytes": limits.memory_bytes,
+            "threads": limits.threads,
+            "processes": limits.processes,
+            "file_bytes": limits.file_bytes,
+            "scratch_bytes": limits.scratch_bytes,
+            "output_bytes": limits.output_bytes,
+        },
         sandbox=_sandbox_report(session, limits),
         execution_time=time.monotonic() - started,
         student_stdout=stdout,

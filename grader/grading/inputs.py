@@ -29,8 +29,13 @@ SENTENCES = (
     "Attention is a weighted average of values.",
     "Three short rows of the same length check a batch axis.",
 )
-PROMPTS = ("Once upon a time", "The meaning of life is", "Hello, my name is", "In the beginning",
-           "The best way to learn is")  # fmt: skip
+PROMPTS = (
+    "Once upon a time",
+    "The meaning of life is",
+    "Hello, my name is",
+    "In the beginning",
+    "The best way to learn is",
+)
 
 
 @dataclass(frozen=True)

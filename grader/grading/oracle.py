@@ -38,7 +38,9 @@ class Variant:
     def changes(self) -> dict[str, object]:
         """The fields that differ from GPT-2's behaviour."""
         default = Variant()
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) != getattr(default, f.name)}
+        return {
+            f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) != getattr(default, f.name)
+        }
 
 
 GPT2 = Variant()
@@ -95,8 +97,9 @@ def _merge_heads(x: np.ndarray, how: str) -> np.ndarray:
 
 
 def _scale(kind: str, d_model: int, d_head: int) -> float:
-    return {"sqrt_head": 1 / math.sqrt(d_head), "sqrt_model": 1 / math.sqrt(d_model),
-            "head": 1 / d_head, "none": 1.0}[kind]  # fmt: skip
+    return {"sqrt_head": 1 / math.sqrt(d_head), "sqrt_model": 1 / math.sqrt(d_model), "head": 1 / d_head, "none": 1.0}[
+        kind
+    ]
 
 
 def attention(x: np.ndarray, w: Weights, n_head: int, variant: Variant = GPT2) -> np.ndarray:
@@ -113,7 +116,9 @@ def attention(x: np.ndarray, w: Weights, n_head: int, variant: Variant = GPT2) -
 
 def mlp(x: np.ndarray, w: Weights, variant: Variant = GPT2) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
-    return gelu(x @ w["ffn.W1"] + w["ffn.b1"], variant.gelu) @ w["ffn.W2"] + w["ffn.b2"]  # [.., d] -> [.., d_ff] -> [.., d]
+    return (
+        gelu(x @ w["ffn.W1"] + w["ffn.b1"], variant.gelu) @ w["ffn.W2"] + w["ffn.b2"]
+    )  # [.., d] -> [.., d_ff] -> [.., d]
 
 
 def block_weights(weights: Weights, i: int) -> Weights:
@@ -121,8 +126,9 @@ def block_weights(weights: Weights, i: int) -> Weights:
     return {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
 
 
-def block(x: np.ndarray, w: Weights, n_head: int, variant: Variant = GPT2, record: Trace | None = None,
-          name: str = "") -> np.ndarray:  # fmt: skip
+def block(
+    x: np.ndarray, w: Weights, n_head: int, variant: Variant = GPT2, record: Trace | None = None, name: str = ""
+) -> np.ndarray:
     """One pre-norm block; appends its sub-steps to ``record`` when given."""
     rnd = _rounder(variant)
     steps: Trace = []
@@ -161,8 +167,9 @@ def num_layers(weights: Weights) -> int:
     return sum(1 for k in weights if k.endswith(".ln1.gamma"))
 
 
-def hidden(weights: Weights, ids: np.ndarray, n_head: int, variant: Variant = GPT2,
-           trace: Trace | None = None) -> np.ndarray:  # fmt: skip
+def hidden(
+    weights: Weights, ids: np.ndarray, n_head: int, variant: Variant = GPT2, trace: Trace | None = None
+) -> np.ndarray:
     """The final hidden states (after ln_f) for ``ids`` [..., T]; the first row's sub-steps go to ``trace``."""
     ids = np.asarray(ids)
     T = ids.shape[-1]
@@ -182,8 +189,9 @@ def hidden(weights: Weights, ids: np.ndarray, n_head: int, variant: Variant = GP
     return x
 
 
-def forward(weights: Weights, ids: np.ndarray, n_head: int, variant: Variant = GPT2,
-            trace: Trace | None = None) -> np.ndarray:  # fmt: skip
+def forward(
+    weights: Weights, ids: np.ndarray, n_head: int, variant: Variant = GPT2, trace: Trace | None = None
+) -> np.ndarray:
     """GPT-2's float64 logits for ``ids`` of shape (T,) or (B, T); sub-steps of the first row go to ``trace``."""
     h = hidden(weights, ids, n_head, variant, trace)
     logits = head(h, weights["token_embedding.weight"])

@@ -14,13 +14,9 @@ import itertools
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
-
-from lab04_checks.contract import attribute_paths
 
 from .. import defaults
 from ..errors import SandboxError
@@ -28,14 +24,21 @@ from ..sandbox import protocol
 from ..sandbox.limits import Limits
 from ..sandbox.plan import CHECKPOINTS, FALLBACK, build_plan
 from ..sandbox.process import StudentProcess, Zygote
-from ..sandbox.protocol import Desc, ProtocolError, Raised, Reply, Signature
+from ..sandbox.protocol import ProtocolError, Raised, Reply, Signature
 from .submission import Prepared
 from .truth import Expected
 
 REFERENCE_DECODER = Path(__file__).resolve().parents[2] / "reference" / "decoder.py"
-COURSE_FUNCTIONS = ("get_gpt2_config", "create_gpt2_model", "get_weight_mapping", "load_gpt2_weights",
-                    "compare_outputs", "compare_intermediate_outputs", "analyze_weight_differences",
-                    "generate_text")  # fmt: skip
+COURSE_FUNCTIONS = (
+    "get_gpt2_config",
+    "create_gpt2_model",
+    "get_weight_mapping",
+    "load_gpt2_weights",
+    "compare_outputs",
+    "compare_intermediate_outputs",
+    "analyze_weight_differences",
+    "generate_text",
+)
 TIE = "lm_head.weight"
 _uids = itertools.count()
 
@@ -84,14 +87,20 @@ def failure_of(reply: Reply, what: str, limits: Limits) -> Failure:
         return Failure("raised", reply.raised.summary(), reply.raised)
     if reply.status == "timeout":
         where = f"; it was at {reply.where}" if reply.where else ""
-        return Failure("timeout", f"{what} did not finish within {limits.timeout:g} s{where}. Look for an endless "
-                                  "loop or very slow code; printing large arrays also takes long.")  # fmt: skip
+        return Failure(
+            "timeout",
+            f"{what} did not finish within {limits.timeout:g} s{where}. Look for an endless "
+            "loop or very slow code; printing large arrays also takes long.",
+        )
     if reply.status == "crashed":
         where = f" ({reply.where})" if reply.where else ""
         return Failure("crashed", f"While running {what}, {reply.detail}{where}.")
     if reply.status == "protocol":
-        return Failure("protocol", f"While running {what}, the student process sent a reply the grader cannot "
-                                   f"accept ({reply.detail}); nothing of it counts.")  # fmt: skip
+        return Failure(
+            "protocol",
+            f"While running {what}, the student process sent a reply the grader cannot "
+            f"accept ({reply.detail}); nothing of it counts.",
+        )
     return Failure("error", f"While running {what}, the grader's agent failed ({reply.detail}).")
 
 
@@ -115,56 +124,6 @@ class Imported:
         return self.functions.get(name) is not None
 
 
-@dataclass(frozen=True)
-class Entry:
-    """What one attribute path held, as the agent read it."""
-
-    kind: str  # array | tensor | object | missing
-    dtype: str = ""
-    shape: tuple[int, ...] = ()
-    digest: str = ""
-    sample: str = ""  # digest of a strided sample: enough to tell "unchanged since the model was built"
-    oid: int = 0
-    type_name: str = ""
-    error: str = ""
-    array: int | None = None
-
-
-def _entry(value: Any, what: str) -> Entry:
-    value = protocol.mapping(value, what, 12)
-    kind = value.get("t")
-    if kind not in ("array", "tensor", "object", "missing"):
-        raise ProtocolError(f"{what}: an unknown kind")
-    if kind == "missing":
-        return Entry("missing", error=protocol.text(value.get("error", ""), what, 400))
-    shape = tuple(protocol.integer(n, what, 0) for n in protocol.sequence(value.get("shape", []), what, 8))
-    digest, sample = value.get("digest", ""), value.get("sample", "")
-    for d in (digest, sample):
-        if d and (not isinstance(d, str) or len(d) != 64):
-            raise ProtocolError(f"{what}: a digest that is not sha256")
-    return Entry(kind, dtype=protocol.text(value.get("dtype", ""), what, 40), shape=shape, digest=digest, sample=sample,
-                 oid=protocol.integer(value.get("oid", 0), what, 0), type_name=protocol.text(value.get("type", ""),
-                 what, 200), array=protocol.integer(value.get("a"), what, 0, optional=True))  # fmt: skip
-
-
-@dataclass
-class Load:
-    """One run of the student's loader on one checkpoint, as the shapes tier and later tiers need it."""
-
-    expected: Expected
-    failure: Failure | None = None
-    before: dict[str, Entry] = field(default_factory=dict)
-    after: dict[str, Entry] = field(default_factory=dict)
-    returned: Desc | None = None
-    model: int = 0  # the model's handle in the torch process
-    arrays: dict[str, np.ndarray] = field(default_factory=dict)  # attributes whose digest differs
-    blob: int = -1  # the pickled model: a sealed memfd holding its stream and its out-of-band buffers
-    blob_blocks: list[dict] = field(default_factory=list)
-    blob_problem: str = ""
-    process_start: int = 0  # which start of the torch process holds ``model``
-    dotted: list[str] = field(default_factory=list)  # attribute names with a dot (setattr with a whole path)
-
-
 class Agent:
     """One student process (torch or numpy flavour) with the submission imported in it."""
 
@@ -182,8 +141,16 @@ class Agent:
             root = s.scratch / f"root-{self.flavour}"
             root.mkdir(exist_ok=True)
             checkpoints = {e.name: s.readable_checkpoint(e.name) for e in s.checkpoints.values()}
-            plan = build_plan(self.flavour, root, s.prepared.work, s.prepared.code_folder, checkpoints,
-                              s.fallback, s.limits.scratch_bytes, s.uid)  # fmt: skip
+            plan = build_plan(
+                self.flavour,
+                root,
+                s.prepared.work,
+                s.prepared.code_folder,
+                checkpoints,
+                s.fallback,
+                s.limits.scratch_bytes,
+                s.uid,
+            )
             self.process = StudentProcess(s.zygotes[self.flavour], plan, s.limits, s.scratch, self.flavour, s.uid)
         if not self.process.alive:
             self.imported = None
@@ -214,9 +181,11 @@ class Agent:
         request = {
             "module": p.module,
             "names": list(COURSE_FUNCTIONS),
-            "model_class": [["attribute", "GPTModel"], *(["file", f] for f in p.decoders),
-                            ["reference", self.process.path(self.session.fallback / "decoder.py",
-                                                            f"{FALLBACK}/decoder.py")]],  # fmt: skip
+            "model_class": [
+                ["attribute", "GPTModel"],
+                *(["file", f] for f in p.decoders),
+                ["reference", self.process.path(self.session.fallback / "decoder.py", f"{FALLBACK}/decoder.py")],
+            ],
             "path_back": [self.process.path(self.session.fallback, FALLBACK)],
             "reference": self.process.path(self.session.fallback / "decoder.py", f"{FALLBACK}/decoder.py"),
         }
@@ -267,24 +236,32 @@ def _imported(fields: dict) -> Imported:
         origin = protocol.text(raw.get("origin", ""), "the origin", 300) or "?"
         if raw.get("how") == "reference":
             origin = "reference"
-        model_class = ModelClass(origin, protocol.signature(raw.get("init"), "GPTModel"),
-                                 protocol.signature(raw.get("call"), "GPTModel.__call__"),
-                                 protocol.signature(raw.get("forward"), "GPTModel.forward"))  # fmt: skip
+        model_class = ModelClass(
+            origin,
+            protocol.signature(raw.get("init"), "GPTModel"),
+            protocol.signature(raw.get("call"), "GPTModel.__call__"),
+            protocol.signature(raw.get("forward"), "GPTModel.forward"),
+        )
     cells = []
     for cell in protocol.sequence(fields.get("cells", []), "the cells", 50):
         cell = protocol.mapping(cell, "a cell", 8)
-        cells.append({"cell": protocol.integer(cell.get("cell"), "a cell", 0, 10**6),
-                      "type": protocol.text(cell.get("type", ""), "a cell", 100),
-                      "message": protocol.text(cell.get("message", ""), "a cell", 300),
-                      "line": protocol.integer(cell.get("line"), "a cell", 0, 10**6, optional=True)})  # fmt: skip
+        cells.append(
+            {
+                "cell": protocol.integer(cell.get("cell"), "a cell", 0, 10**6),
+                "type": protocol.text(cell.get("type", ""), "a cell", 100),
+                "message": protocol.text(cell.get("message", ""), "a cell", 300),
+                "line": protocol.integer(cell.get("line"), "a cell", 0, 10**6, optional=True),
+            }
+        )
     return Imported(found, model_class, tuple(cells))
 
 
 class Session:
     """Everything one student's grading shares between tiers."""
 
-    def __init__(self, prepared: Prepared, expectations: Any, limits: Limits, zygotes: dict[str, Zygote],
-                 scratch: Path) -> None:  # fmt: skip
+    def __init__(
+        self, prepared: Prepared, expectations: Any, limits: Limits, zygotes: dict[str, Zygote], scratch: Path
+    ) -> None:
         self.prepared = prepared
         self.expectations = expectations
         self.inputs = expectations.inputs
@@ -301,7 +278,7 @@ class Session:
             folder.chmod(0o755)
         self.torch = Agent(self, "torch")
         self.numpy = Agent(self, "numpy")
-        self.loads: dict[str, Load] = {}
+        self.loads: dict[str, Any] = {}  # checkpoint -> loading.Load
         self.adopted: dict[tuple[str, int], int] = {}  # (checkpoint, start of the numpy process) -> handle
         self.requests = 0
         self.notes: list[str] = []
@@ -365,139 +342,59 @@ class Session:
         if cls is not None and cls.call is not None and not cls.call.opaque and cls.call.accepts("training"):
             return {"fn": handle, "args": [ids], "kwargs": {"training": {"v": False}}, "label": label}
         if cls is not None and cls.forward is not None and cls.forward.accepts("training"):
-            return {"fn": handle, "method": "forward", "args": [ids], "kwargs": {"training": {"v": False}},
-                    "label": label}  # fmt: skip
+            return {
+                "fn": handle,
+                "method": "forward",
+                "args": [ids],
+                "kwargs": {"training": {"v": False}},
+                "label": label,
+            }
         return {"fn": handle, "args": [ids], "label": label}
 
     def new_model(self, agent: Agent, name: str, deadline: Deadline) -> int:
         """A fresh ``GPTModel`` for checkpoint ``name`` in ``agent``'s process; its handle."""
         imported = agent.ready(deadline)
         if imported.model_class is None:
-            raise Stop(Failure("raised", "no GPTModel class was found: pretrained.py must define or import GPTModel "
-                                         "(from your Lab 03 decoder.py)"))  # fmt: skip
+            raise Stop(
+                Failure(
+                    "raised",
+                    "no GPTModel class was found: pretrained.py must define or import GPTModel "
+                    "(from your Lab 03 decoder.py)",
+                )
+            )
         reply = agent.ask("new", {"kwargs": self.model_kwargs(imported, name)}, deadline, "GPTModel(...)")
         result = protocol.desc(reply.fields.get("result"), "the model")
         if result.handle is None:
             raise Stop(Failure("raised", f"GPTModel(...) gave {result.describe()}, not a model"))
         return result.handle
 
-    def read(self, agent: Agent, handle: int, paths: list[str], deadline: Deadline, what: str,
-             full: list[str] = (), budget: int = 0, dotted: bool = False, digests: bool = True,
-             sample: bool = False) -> tuple[dict[str, Entry], Reply]:  # fmt: skip
-        request = {"h": handle, "paths": paths, "full": list(full), "dotted": dotted, "digests": digests,
-                   "sample": sample}  # fmt: skip
-        reply = agent.ask("read", request, deadline, what, budget=budget)
-        try:
-            values = protocol.mapping(reply.fields.get("values"), "the values", len(paths) + 1)
-            protocol.exactly_keys(values, paths, "the values")
-            return {p: _entry(values[p], p) for p in paths}, reply
-        except ProtocolError as exc:
-            raise Stop(Failure("protocol", f"{what}: the reply cannot be used ({exc})")) from None
-
-    def load(self, name: str, deadline: Deadline) -> Load:
-        """Build a model, run the student's loader on checkpoint ``name``, read back every attribute, export it.
-
-        Kept for later tiers, failures included (a loader that hung once is not run again)."""
-        if name in self.loads:
-            return self.loads[name]
-        expected = self.checkpoints[name]
-        load = self.loads[name] = Load(expected)
-        paths = [*attribute_paths(expected.shape.num_layers), TIE]
-        try:
-            agent = self.torch
-            imported = agent.ready(deadline)
-            if not imported.has("load_gpt2_weights"):
-                raise Stop(Failure("raised", "pretrained.py does not define a function named load_gpt2_weights"))
-            load.model = self.new_model(agent, name, deadline)
-            load.process_start = agent.process.starts
-            load.before, _ = self.read(agent, load.model, paths, deadline, "reading the new model's attributes",
-                                       digests=False, sample=True)  # fmt: skip
-            reply = agent.ask("call", {"fn": "load_gpt2_weights", "args": [{"h": load.model},
-                              {"v": agent.checkpoint_path(name)}], "label": "load_gpt2_weights", "arrays": False},
-                              deadline, "load_gpt2_weights")  # fmt: skip
-            load.returned = protocol.desc(reply.fields.get("result"), "what load_gpt2_weights returned")
-            load.after, reply = self.read(agent, load.model, paths, deadline, "reading the loaded attributes",
-                                          dotted=True, sample=True)  # fmt: skip
-            load.dotted = [protocol.text(n, "a name", 200) for n in protocol.sequence(reply.fields.get("dotted", []),
-                                                                                       "dotted names", 20)]  # fmt: skip
-            wrong = [p for p in paths[:-1] if load.after[p].digest != expected.digests[p]]
-            load.arrays = self._fetch(agent, load, wrong, deadline)
-            self._export(agent, load, deadline)
-        except Stop as stop:
-            load.failure = stop.failure
-        except ProtocolError as exc:
-            load.failure = Failure("protocol", f"load_gpt2_weights: the reply cannot be used ({exc})")
-        return load
-
-    def _fetch(self, agent: Agent, load: Load, wrong: list[str], deadline: Deadline) -> dict[str, np.ndarray]:
-        """The whole arrays of wrong attributes (for the diagnosis), as many as the budget allows."""
-        expected = load.expected.attributes
-        chosen, total = [], 0
-        for path in wrong:
-            entry = load.after[path]
-            if entry.kind not in ("array", "tensor") or not entry.dtype:
-                continue
-            size = int(np.prod(entry.shape, dtype=np.float64)) * np.dtype(entry.dtype).itemsize
-            if total + size > max(FETCH_BYTES, 2 * sum(a.nbytes for a in expected.values())) // 2:
-                break
-            chosen.append(path)
-            total += size
-        if not chosen:
-            return {}
-        entries, reply = self.read(agent, load.model, chosen, deadline, "reading the wrong attributes",
-                                   full=chosen, budget=total + (1 << 16))  # fmt: skip
-        out = {}
-        for path in chosen:
-            if entries[path].array is not None:
-                array = reply.array(entries[path].array, path)
-                if array.dtype.str == entries[path].dtype and array.shape == entries[path].shape:
-                    out[path] = array
-        return out
-
-    def _export(self, agent: Agent, load: Load, deadline: Deadline) -> None:
-        """Pickle the loaded model for the torch-free process (kept as a sealed memfd)."""
-        nbytes = sum(a.nbytes for a in load.expected.attributes.values())
-        reply = agent.try_ask("export", {"h": load.model}, deadline, "sending your model to the torch-free process",
-                              budget=3 * nbytes + (64 << 20))  # fmt: skip
-        if not reply.ok:
-            load.blob_problem = failure_of(reply, "pickling your model for the torch-free process",
-                                           self.limits).text  # fmt: skip
-            if reply.status in ("timeout", "crashed"):
-                raise Stop(failure_of(reply, "pickling your model", self.limits))
-            return
-        torch_paths = reply.fields.get("torch_paths")
-        if torch_paths:
-            paths = [protocol.text(p, "a path", 200) for p in protocol.sequence(torch_paths, "torch paths", 20)]
-            load.blob_problem = (f"your model holds torch tensors ({', '.join(paths[:4])}): the forward pass must "
-                                 "run on NumPy arrays; convert with .detach().numpy() while loading")  # fmt: skip
-            return
-        blocks = reply.bulk.blocks if reply.bulk else []
-        indices = [protocol.integer(reply.fields.get("blob"), "the model", 0, len(blocks) - 1),
-                   *(protocol.integer(i, "a buffer", 0, len(blocks) - 1)
-                     for i in protocol.sequence(reply.fields.get("buffers", []), "the buffers", 1 << 16))]  # fmt: skip
-        load.blob_blocks = [{"dtype": "|u1", "shape": [blocks[i].nbytes], "offset": blocks[i].offset,
-                             "nbytes": blocks[i].nbytes} for i in indices]  # fmt: skip
-        load.blob = os.dup(reply.bulk.fd)
-        reply.close()
-
     def adopted_model(self, name: str, deadline: Deadline) -> int:
         """The loaded model of checkpoint ``name`` in the torch-free process; ``Stop`` when it cannot be had."""
         load = self.loads.get(name)
         if load is None:
-            load = self.load(name, deadline)
+            from .loading import load as run_loader  # loading builds on this module
+
+            load = run_loader(self, name, deadline)
         if load.failure is not None:
             # The loader raised: every tier that needs it fails the same way. It hung or crashed: skip them.
             kind = "skipped" if load.failure.kind in ("timeout", "crashed", "skipped") else "raised"
-            raise Stop(Failure(kind, f"load_gpt2_weights failed in the shapes tier: {load.failure.text}",
-                               load.failure.raised))  # fmt: skip
+            raise Stop(
+                Failure(kind, f"load_gpt2_weights failed in the shapes tier: {load.failure.text}", load.failure.raised)
+            )
         if load.blob < 0:
             raise Stop(Failure("raised", load.blob_problem or "your model could not be sent to the torch-free process"))
         agent = self.numpy
         agent.ready(deadline)
         key = (name, agent.process.starts)
         if key not in self.adopted:
-            reply = agent.ask("adopt", {}, deadline, "receiving your model in the torch-free process",
-                              blob_fd=load.blob, blob_blocks=load.blob_blocks)  # fmt: skip
+            reply = agent.ask(
+                "adopt",
+                {},
+                deadline,
+                "receiving your model in the torch-free process",
+                blob_fd=load.blob,
+                blob_blocks=load.blob_blocks,
+            )
             result = protocol.desc(reply.fields.get("result"), "the model")
             if result.handle is None:
                 raise Stop(Failure("protocol", "the torch-free process did not get a model"))
@@ -505,119 +402,6 @@ class Session:
         return self.adopted[key]
 
     # ---------------------------------------------------------------- models the grader fills itself
-
-    def hf(self, deadline: Deadline) -> tuple[int, int]:
-        """HuggingFace's model and tokenizer of the function checkpoint, in the torch process."""
-        agent = self.torch
-        agent.ready(deadline)
-        key = ("hf", agent.process.starts)
-        if key not in self.cache:
-            function = self.roles["function"]
-            reply = agent.ask("hf", {"path": agent.checkpoint_path(function),
-                                     "preloaded": str(self.checkpoints[function].source.path)}, deadline,
-                              "loading HuggingFace's model for your functions")  # fmt: skip
-            self.cache[key] = (protocol.integer(reply.fields.get("model"), "the model", 1),
-                               protocol.integer(reply.fields.get("tokenizer"), "the tokenizer", 1))  # fmt: skip
-        return self.cache[key]
-
-    def harness(self, weights: dict[str, np.ndarray], deadline: Deadline) -> int:
-        """A model of the function checkpoint's size holding ``weights``: the student's class when it computes
-        GPT-2 given the right weights, else the reference's. Each is a fresh copy of one filled base model,
-        with the arrays that differ from GPT-2's copied into it (so ties survive)."""
-        agent = self.torch
-        base = self._harness_base(deadline)
-        reply = agent.try_ask("clone", {"h": base}, deadline, "copying a model the grader built")
-        handle = protocol.desc(reply.fields.get("result"), "the copy").handle if reply.ok else None
-        truth = self.checkpoints[self.roles["function"]].attributes
-        if handle is None:  # a class that cannot be deep-copied: build another one
-            if reply.status in ("timeout", "crashed"):
-                raise Stop(failure_of(reply, "copying a model", self.limits))
-            handle = self.new_model(agent, self.roles["function"], deadline)
-            self._fill(handle, weights, deadline)
-            return handle
-        changed = [p for p in weights if weights[p] is not truth.get(p)]
-        if changed:
-            self._fill(handle, {p: weights[p] for p in changed}, deadline)
-        return handle
-
-    def _harness_base(self, deadline: Deadline) -> int:
-        agent = self.torch
-        agent.ready(deadline)
-        key = ("harness", agent.process.starts)
-        if key not in self.cache:
-            cls = self.harness_class(deadline)
-            name = self.roles["function"]
-            if cls == "reference":
-                kwargs = {k: {"v": v} for k, v in self.checkpoints[name].shape.constructor_kwargs().items()}
-                kwargs.update(dropout={"v": 0.0}, tie_weights={"v": True})
-                reply = agent.ask("new", {"kwargs": kwargs, "cls": "reference"}, deadline, "building a model")
-                handle = protocol.desc(reply.fields.get("result"), "the model").handle
-            else:
-                handle = self.new_model(agent, name, deadline)
-            self._fill(handle, self.checkpoints[name].attributes, deadline)
-            self.cache[key] = handle
-        return self.cache[key]
-
-    def _fill(self, handle: int, weights: dict[str, np.ndarray], deadline: Deadline) -> None:
-        """Copy ``weights`` into the model; every path must say it took them (the tied head may be absent)."""
-        paths = list(weights)
-        values = {p: i for i, p in enumerate(paths)}
-        if "token_embedding.weight" in values:
-            values[TIE] = values["token_embedding.weight"]
-        what = "setting the weights of a model the grader built"
-        reply = self.torch.ask("set", {"h": handle, "values": values}, deadline, what,
-                               inputs=[weights[p] for p in paths])  # fmt: skip
-        try:
-            done = protocol.mapping(reply.fields.get("set"), "what was set", len(values) + 1)
-            protocol.exactly_keys(done, list(values), "what was set")
-        except ProtocolError as exc:
-            raise Stop(Failure("protocol", f"{what}: the reply cannot be used ({exc})")) from None
-        refused = [p for p in paths if done[p] not in ("copied", "bound")]
-        if refused:
-            detail = protocol.text(done[refused[0]], "why", 200)
-            raise Stop(Failure("raised", f"{what}: your GPTModel has no {refused[0]} to hold it ({detail})"))
-
-    def harness_class(self, tier_deadline: Deadline) -> str:
-        """"submission" when the student's GPTModel, given GPT-2's weights, gives GPT-2's logits; else "reference"."""
-        if "harness_class" in self.cache:
-            return self.cache["harness_class"]
-        started = time.monotonic()
-        try:
-            return self._verify_class()
-        finally:
-            # The grader's own check of the student's class does not count against the tier that asked:
-            # a class whose forward hangs must not cost it (the reference class then stands in).
-            tier_deadline.extend(time.monotonic() - started)
-
-    def _verify_class(self) -> str:
-        self.cache["harness_class"] = "submission"
-        deadline = Deadline(min(self.limits.timeout, VERIFY_SECONDS))
-        expected = self.checkpoints[self.roles["function"]]
-        ids = np.asarray([expected.encode(self.inputs.texts[0])], dtype=np.int64)
-        try:
-            handle = self.harness(expected.attributes, deadline)
-            imported = self.torch.ready(deadline)
-            call = self.forward_call(imported, handle, {"a": 0}, "your forward pass on a model the grader filled")
-            reply = self.torch.ask("call", call, deadline, "your forward pass", inputs=[ids],
-                                   budget=ids.size * expected.shape.vocab_size * 8 + (1 << 20))  # fmt: skip
-            result = protocol.desc(reply.fields.get("result"), "the logits")
-            got = reply.array(result.array if result.kind == "array" else None, "the logits")
-            want = expected.logits(ids)
-            # Stricter than the logits tier: the "matching" model must match to float32 noise, or a
-            # student's correct compare_outputs would be judged on a model that is slightly off.
-            if got.shape != want.shape or float(np.max(np.abs(got - want))) > expected.tolerance(ids) / 4:
-                raise Stop(Failure("failed", "wrong logits"))
-            again = self.torch.ask("call", call, deadline, "your forward pass", inputs=[ids],
-                                   budget=ids.size * expected.shape.vocab_size * 8 + (1 << 20))  # fmt: skip
-            if not np.array_equal(again.array(protocol.desc(again.fields.get("result"), "x").array, "x"), got):
-                raise Stop(Failure("failed", "random"))
-        except (Stop, ProtocolError):
-            self.cache["harness_class"] = "reference"
-            for key in [k for k in self.cache if isinstance(k, tuple) and k[0] == "harness"]:
-                del self.cache[key]  # built with the student's class: build the reference's instead
-            self.notes.append("your GPTModel does not give GPT-2's logits even with the right weights, so the "
-                              "models handed to your compare and analysis functions are the reference decoder's")
-        return self.cache["harness_class"]
 
     def close(self) -> None:
         for agent in (self.torch, self.numpy):
@@ -628,9 +412,7 @@ class Session:
                 load.blob = -1
 
 
-VERIFY_SECONDS = 20.0  # for checking that the student's GPTModel computes GPT-2 (a tiny model: well under 1 s)
 MIN_IMPORT_SECONDS = 1.0  # an import started with less time left is not tried (nor remembered as a hang)
-FETCH_BYTES = 1 << 30  # at most this much of wrong attributes crosses for the diagnosis
 
 
 def _world_readable(folder: Path) -> bool:

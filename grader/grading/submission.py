@@ -27,8 +27,20 @@ MAX_TOTAL_BYTES = 50 * 2**20  # more than any honest submission of this lab
 MAX_FILE_BYTES = 10 * 2**20
 MAX_FILES = 2000
 SKIPPED_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".npz", ".npy", ".pyc", ".h5", ".gguf")
-SKIPPED_DIRS = {"__pycache__", "__MACOSX", ".git", ".venv", "venv", "env", ".ipynb_checkpoints", "node_modules",
-                "site-packages", ".pytest_cache", ".mypy_cache", ".ruff_cache"}  # fmt: skip
+SKIPPED_DIRS = {
+    "__pycache__",
+    "__MACOSX",
+    ".git",
+    ".venv",
+    "venv",
+    "env",
+    ".ipynb_checkpoints",
+    "node_modules",
+    "site-packages",
+    ".pytest_cache",
+    ".mypy_cache",
+    ".ruff_cache",
+}
 LAB03_FROM_CODE = ("..", "..", "lab03_decoder_transformer", "src", "decoder.py")
 
 
@@ -156,18 +168,23 @@ def _prepare_folder(root: Path, work: Path, only: set[str] | None = None) -> Pre
     if candidates and len(notebooks) == 1 and is_untouched_stub(candidates[0]) and _notebook_is_filled(notebooks[0]):
         prepared = _prepare_notebook(notebooks[0], work)
         prepared.kind = "folder with a notebook"
-        prepared.notes.insert(0, f"graded {clean(notebooks[0].name, 100)}: "
-                                 f"{clean(candidates[0].relative_to(root).as_posix(), 200)} still holds the "
-                                 "template's stubs")  # fmt: skip
+        prepared.notes.insert(
+            0,
+            f"graded {clean(notebooks[0].name, 100)}: "
+            f"{clean(candidates[0].relative_to(root).as_posix(), 200)} still holds the "
+            "template's stubs",
+        )
         return prepared
     if not candidates:
         if len(notebooks) == 1:
             prepared = _prepare_notebook(notebooks[0], work)
             prepared.kind = "folder with a notebook"
             return prepared
-        problem = (f"found {len(notebooks)} notebooks and no pretrained.py: hand in one" if len(notebooks) > 1
-                   else "no pretrained.py or notebook found in the submission (looked in its top folder, src/ and "
-                        "below)")  # fmt: skip
+        problem = (
+            f"found {len(notebooks)} notebooks and no pretrained.py: hand in one"
+            if len(notebooks) > 1
+            else "no pretrained.py or notebook found in the submission (looked in its top folder, src/ and below)"
+        )
         return Prepared(work, "folder", problem=problem)
     code = candidates[0]
     copied, notes = _copy_tree(root, files, work, only)
@@ -180,8 +197,10 @@ def _prepare_folder(root: Path, work: Path, only: set[str] | None = None) -> Pre
     if not lab03.startswith("..") and (work / lab03).is_file():
         prepared.decoders.append(lab03)
     if len(candidates) > 1:
-        prepared.notes.append(f"graded {module}; also found "
-                              + ", ".join(clean(c.relative_to(root).as_posix(), 200) for c in candidates[1:4]))
+        prepared.notes.append(
+            f"graded {module}; also found "
+            + ", ".join(clean(c.relative_to(root).as_posix(), 200) for c in candidates[1:4])
+        )
     return prepared
 
 
@@ -258,8 +277,15 @@ def _prepare_notebook(path: Path, work: Path) -> Prepared:
     try:
         cells = notebook_cells(path)
     except Exception as exc:  # noqa: BLE001 - nbformat raises many kinds for a broken file
-        return Prepared(work, "notebook", problem=f"{clean(path.name, 100)} is not a readable notebook "
-                                                  f"({clean(exc, 200)})")  # fmt: skip
+        return Prepared(
+            work, "notebook", problem=f"{clean(path.name, 100)} is not a readable notebook ({clean(exc, 200)})"
+        )
     cell_files = write_loader(cells, work, clean(path.name, 100))
-    return Prepared(work, "notebook", module=LOADER_NAME, files=[clean(path.name, 200)], cell_files=cell_files,
-                    notes=[f"{len(cells)} code cells"])  # fmt: skip
+    return Prepared(
+        work,
+        "notebook",
+        module=LOADER_NAME,
+        files=[clean(path.name, 200)],
+        cell_files=cell_files,
+        notes=[f"{len(cells)} code cells"],
+    )

@@ -65,7 +65,9 @@ class Expected:
             return Tokenizer.from_file(str(path))
         from tokenizers import decoders, models, pre_tokenizers
 
-        tok = Tokenizer(models.BPE.from_file(str(self.source.path / "vocab.json"), str(self.source.path / "merges.txt")))
+        tok = Tokenizer(
+            models.BPE.from_file(str(self.source.path / "vocab.json"), str(self.source.path / "merges.txt"))
+        )
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
         return tok
@@ -88,8 +90,9 @@ class Expected:
     def tolerance(self, ids: np.ndarray) -> float:
         return logits_tolerance(float(np.max(np.abs(self.logits(ids)))))
 
-    def trace(self, ids: np.ndarray, variant: oracle.Variant = oracle.GPT2,
-              weights: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, oracle.Trace]:  # fmt: skip
+    def trace(
+        self, ids: np.ndarray, variant: oracle.Variant = oracle.GPT2, weights: dict[str, np.ndarray] | None = None
+    ) -> tuple[np.ndarray, oracle.Trace]:
         """The oracle's logits and per-sub-step activations (of the first row) on these weights."""
         trace: oracle.Trace = []
         logits = oracle.forward(weights or self.attributes, ids, self.shape.num_heads, variant, trace=trace)

@@ -54,8 +54,20 @@ def _csv(rows: Iterable[Sequence[str]]) -> str:
 def gradebook_header(tiers: Sequence[str]) -> list[str]:
     """The gradebook's columns for these tiers."""
     per_tier = [f"{t}_{what}" for t in tiers for what in ("status", "points")]
-    return ["name", "full_name", "email", "sid", "score", "max_score", *per_tier, "diagnosis", "start_here",
-            "error", "execution_time", "peak_memory_mb"]  # fmt: skip
+    return [
+        "name",
+        "full_name",
+        "email",
+        "sid",
+        "score",
+        "max_score",
+        *per_tier,
+        "diagnosis",
+        "start_here",
+        "error",
+        "execution_time",
+        "peak_memory_mb",
+    ]
 
 
 def _joined(row: SubmissionRow, field: str) -> str:
@@ -69,13 +81,22 @@ def gradebook_csv(rows: Sequence[SubmissionRow]) -> str:
     tiers = tier_names(rows)
     lines = [gradebook_header(tiers)]
     for row in rows:
-        cells = [excel_safe(row.name), *(excel_safe(_joined(row, f)) for f in ("full_name", "email", "sid")),
-                 num(row.score), num(row.max_score)]  # fmt: skip
+        cells = [
+            excel_safe(row.name),
+            *(excel_safe(_joined(row, f)) for f in ("full_name", "email", "sid")),
+            num(row.score),
+            num(row.max_score),
+        ]
         for name in tiers:
             cell = row.tier(name)
             cells += [excel_safe(cell.status), num(cell.score)] if cell else ["", ""]
-        cells += [excel_safe(";".join(m.key for m in row.diagnosis)), excel_safe(row.start_here),
-                  excel_safe(row.error), num(row.seconds), num(row.peak_memory_mb)]  # fmt: skip
+        cells += [
+            excel_safe(";".join(m.key for m in row.diagnosis)),
+            excel_safe(row.start_here),
+            excel_safe(row.error),
+            num(row.seconds),
+            num(row.peak_memory_mb),
+        ]
         lines.append(cells)
     return _csv(lines)
 
@@ -105,16 +126,27 @@ def canvas_csv(rows: Sequence[SubmissionRow], assignment: str, points_row: bool 
         for person in row.identities or (Identity(),):
             if not person.matchable():
                 unmatched.append(row.name)
-            lines.append([excel_safe(person.full_name or row.name), excel_safe(person.canvas_id),
-                          excel_safe(person.sid), excel_safe(person.login_id or person.email),
-                          excel_safe(person.section), score])  # fmt: skip
+            lines.append(
+                [
+                    excel_safe(person.full_name or row.name),
+                    excel_safe(person.canvas_id),
+                    excel_safe(person.sid),
+                    excel_safe(person.login_id or person.email),
+                    excel_safe(person.section),
+                    score,
+                ]
+            )
     warnings = []
     if unmatched:
-        warnings.append(f"{len(unmatched)} Canvas row(s) have no Canvas ID, SIS user ID, login or email, so Canvas "
-                        f"cannot match them (add them to --roster): {', '.join(dict.fromkeys(unmatched))}")  # fmt: skip
+        warnings.append(
+            f"{len(unmatched)} Canvas row(s) have no Canvas ID, SIS user ID, login or email, so Canvas "
+            f"cannot match them (add them to --roster): {', '.join(dict.fromkeys(unmatched))}"
+        )
     if blank:
-        warnings.append(f"{len(blank)} score(s) left blank in the Canvas file (grader failure or no score; regrade "
-                        f"them): {', '.join(blank)}")  # fmt: skip
+        warnings.append(
+            f"{len(blank)} score(s) left blank in the Canvas file (grader failure or no score; regrade "
+            f"them): {', '.join(blank)}"
+        )
     return _csv(lines), warnings
 
 
@@ -128,8 +160,9 @@ def write_canvas(rows: Sequence[SubmissionRow], path: Path, assignment: str) -> 
 # ---------------------------------------------------------------- identities
 
 
-def attach_identities(rows: Sequence[SubmissionRow], submissions: Path | None,
-                      roster: Path | None = None) -> tuple[list[SubmissionRow], list[str]]:  # fmt: skip
+def attach_identities(
+    rows: Sequence[SubmissionRow], submissions: Path | None, roster: Path | None = None
+) -> tuple[list[SubmissionRow], list[str]]:
     """The rows with who they belong to: Gradescope metadata in the submissions, then the roster (which wins)."""
     found: dict[str, tuple[Identity, ...]] = {}
     warnings: list[str] = []
@@ -209,9 +242,17 @@ def _student_metadata(path: Path, warnings: list[str]) -> Any:
     if path.is_file() and path.suffix == ".zip":
         try:
             with zipfile.ZipFile(path) as archive:
-                entry = next((i for i in archive.infolist() if Path(i.filename).name in METADATA_NAMES
-                              and i.file_size < 1 << 20), None)  # fmt: skip
-                return _parse_metadata(archive.read(entry).decode("utf-8", "replace"), entry.filename) if entry else None
+                entry = next(
+                    (
+                        i
+                        for i in archive.infolist()
+                        if Path(i.filename).name in METADATA_NAMES and i.file_size < 1 << 20
+                    ),
+                    None,
+                )
+                return (
+                    _parse_metadata(archive.read(entry).decode("utf-8", "replace"), entry.filename) if entry else None
+                )
         except (OSError, zipfile.BadZipFile, RuntimeError, ValueError, NotImplementedError):
             return None
     if not path.is_dir():
@@ -291,7 +332,7 @@ def _block(lines: list[_Line], i: int, indent: int) -> tuple[Any, int]:
     while i < len(lines) and lines[i][0] == indent and (match := _KEY.match(lines[i][1])):
         key = match.group("key")
         key = (_quoted(key) or key) if key[:1] in "'\"" else key
-        rest = _untagged(lines[i][1][match.end():].strip())
+        rest = _untagged(lines[i][1][match.end() :].strip())
         if rest in _BLOCK_HEADERS or rest.startswith("!binary"):
             mapping[key], i = _block_scalar(lines, i, indent, rest)
         elif not rest:
@@ -339,7 +380,7 @@ def _scalar(lines: list[_Line], i: int, indent: int, rest: str) -> tuple[Any, in
 def _quoted(text: str) -> str | None:
     """The value of a quoted scalar (a trailing comment allowed), None while its closing quote is missing."""
     match = _QUOTED[text[0]].match(text)
-    if match is None or text[match.end():].strip()[:1] not in ("", "#"):
+    if match is None or text[match.end() :].strip()[:1] not in ("", "#"):
         return None
     if text[0] == "'":
         return match.group(1).replace("''", "'")

@@ -53,8 +53,13 @@ class TierResult:
 
     def extra(self) -> dict[str, Any]:
         """The tier's entry in ``extra_data.tiers``."""
-        out: dict[str, Any] = {"status": self.status, "score": self.score, "max_score": self.max_score,
-                               "detail": self.detail, "seconds": round(self.seconds, 3)}  # fmt: skip
+        out: dict[str, Any] = {
+            "status": self.status,
+            "score": self.score,
+            "max_score": self.max_score,
+            "detail": self.detail,
+            "seconds": round(self.seconds, 3),
+        }
         if self.name in ("embedding", "logits") or self.max_diff is not None:
             out["max_diff"] = _finite(self.max_diff)
         if self.tolerance is not None:
@@ -125,10 +130,19 @@ class Report:
             output = f"[{t.status}] {t.detail}"
             if p.output_format == "md":
                 output = f"**{t.status}**\n\n" + _markdown(t.detail)
-            tests.append({"name": f"{i}. {t.title}", "number": str(i), "score": t.score, "max_score": t.max_score,
-                          "status": "passed" if t.status == "passed" else "failed", "output": output,
-                          "output_format": p.output_format, "visibility": p.tier(t.name),
-                          "tags": [t.name, t.status]})  # fmt: skip
+            tests.append(
+                {
+                    "name": f"{i}. {t.title}",
+                    "number": str(i),
+                    "score": t.score,
+                    "max_score": t.max_score,
+                    "status": "passed" if t.status == "passed" else "failed",
+                    "output": output,
+                    "output_format": p.output_format,
+                    "visibility": p.tier(t.name),
+                    "tags": [t.name, t.status],
+                }
+            )
         document: dict[str, Any] = {
             "score": self.score,
             "execution_time": round(self.execution_time, 3),
@@ -161,8 +175,9 @@ class Report:
         if p.leaderboard:
             logits = next((t for t in self.tiers if t.name == "logits"), None)
             value = _finite(logits.max_diff) if logits else None
-            document["leaderboard"] = [{"name": "logits max |diff|", "value": value if value is not None else 1e9,
-                                        "order": "asc"}]  # fmt: skip
+            document["leaderboard"] = [
+                {"name": "logits max |diff|", "value": value if value is not None else 1e9, "order": "asc"}
+            ]
         return document
 
 

@@ -183,7 +183,9 @@ def _read_row(path: Path) -> SubmissionRow | None:
 
 def _unreadable(name: str, why: str) -> SubmissionRow:
     failure = Mistake("grader failure", "grader failure (internal error or unreadable report)")
-    return SubmissionRow(name, GRADER_ERROR, error=f"grader failure: {why}", failures=(failure,), internal_errors=(why,))
+    return SubmissionRow(
+        name, GRADER_ERROR, error=f"grader failure: {why}", failures=(failure,), internal_errors=(why,)
+    )
 
 
 def _reason(exc: BaseException) -> str:
@@ -211,14 +213,23 @@ def parse_report(name: str, data: dict[str, Any]) -> SubmissionRow:
     output = extra.get("student_output") if isinstance(extra.get("student_output"), dict) else {}
     versions = extra.get("versions") if isinstance(extra.get("versions"), dict) else {}
     row = SubmissionRow(
-        name=name, status=GRADER_ERROR if failed else GRADED, score=score, max_score=max_score, tiers=tiers,
-        diagnosis=_diagnosis(extra.get("diagnosis")), seconds=_number(data.get("execution_time"), "execution_time"),
-        peak_memory_mb=_peak_memory(extra.get("resources")), start_here=str(extra.get("start_here") or ""),
-        notes=tuple(str(n) for n in _listed(extra.get("notes"))), submission=submission, internal_errors=internal,
-        stdout=str(output.get("stdout") or ""), stderr=str(output.get("stderr") or ""),
+        name=name,
+        status=GRADER_ERROR if failed else GRADED,
+        score=score,
+        max_score=max_score,
+        tiers=tiers,
+        diagnosis=_diagnosis(extra.get("diagnosis")),
+        seconds=_number(data.get("execution_time"), "execution_time"),
+        peak_memory_mb=_peak_memory(extra.get("resources")),
+        start_here=str(extra.get("start_here") or ""),
+        notes=tuple(str(n) for n in _listed(extra.get("notes"))),
+        submission=submission,
+        internal_errors=internal,
+        stdout=str(output.get("stdout") or ""),
+        stderr=str(output.get("stderr") or ""),
         models=_models(extra),
         grader_version=str(versions.get("grader") or ""),
-    )  # fmt: skip
+    )
     return replace(row, failures=failure_kinds(row), error=error_text(row))
 
 
@@ -249,13 +260,17 @@ def _tiers(entries: dict[str, Any], tests: Any) -> tuple[TierCell, ...]:
     cells = []
     for name, entry in entries.items():
         entry = _mapping(entry, f"tier {name!r}")
-        cells.append(TierCell(
-            name=str(name), status=str(entry.get("status") or "unknown"),
-            score=_number(entry.get("score"), f"tiers.{name}.score"),
-            max_score=_number(entry.get("max_score"), f"tiers.{name}.max_score"),
-            detail=str(entry.get("detail") or ""), title=titles.get(str(name), ""),
-            seconds=_number(entry.get("seconds"), f"tiers.{name}.seconds"),
-        ))  # fmt: skip
+        cells.append(
+            TierCell(
+                name=str(name),
+                status=str(entry.get("status") or "unknown"),
+                score=_number(entry.get("score"), f"tiers.{name}.score"),
+                max_score=_number(entry.get("max_score"), f"tiers.{name}.max_score"),
+                detail=str(entry.get("detail") or ""),
+                title=titles.get(str(name), ""),
+                seconds=_number(entry.get("seconds"), f"tiers.{name}.seconds"),
+            )
+        )
     return tuple(cells)
 
 
@@ -272,8 +287,15 @@ def _peak_memory(resources: Any) -> float | None:
     """The largest peak memory of the student processes (``*_peak_rss_mb``, the grader's own left out)."""
     if not isinstance(resources, dict):
         return None
-    peaks = [float(v) for k, v in resources.items() if str(k).endswith("_peak_rss_mb") and k != "grader_peak_rss_mb"
-             and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]  # fmt: skip
+    peaks = [
+        float(v)
+        for k, v in resources.items()
+        if str(k).endswith("_peak_rss_mb")
+        and k != "grader_peak_rss_mb"
+        and isinstance(v, (int, float))
+        and not isinstance(v, bool)
+        and math.isfinite(v)
+    ]
     return max(peaks) if peaks else None
 
 
@@ -360,8 +382,9 @@ def class_result(rows: Sequence[SubmissionRow]) -> str:
 # ---------------------------------------------------------------- building
 
 
-def build_class_summary(reports_dir: Path, submissions: Path | None = None,
-                        roster: Path | None = None) -> tuple[Path, Path]:  # fmt: skip
+def build_class_summary(
+    reports_dir: Path, submissions: Path | None = None, roster: Path | None = None
+) -> tuple[Path, Path]:
     """(Re)build ``gradebook.csv``, ``summary.html`` and ``students/`` in ``reports_dir``; the first two's paths."""
     return write_outputs(load_class(reports_dir, submissions, roster))
 

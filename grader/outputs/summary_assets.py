@@ -2,8 +2,13 @@
 
 HISTOGRAM_COLOUR = "#3f51b5"
 PASS_RATE_COLOUR = "#43a047"
-STATUS_COLOURS = {"passed": "#2e7d32", "failed": "#c62828", "error": "#8e24aa", "timeout": "#ef6c00",
-                  "skipped": "#757575"}  # fmt: skip
+STATUS_COLOURS = {
+    "passed": "#2e7d32",
+    "failed": "#c62828",
+    "error": "#8e24aa",
+    "timeout": "#ef6c00",
+    "skipped": "#757575",
+}
 
 CSS = r"""
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;color:#222;

@@ -86,9 +86,11 @@ def _date(now: datetime | None) -> str:
 
 def _document(title: str, body: str, script: bool = False) -> str:
     code = f"<script>{SCRIPT}</script>" if script else ""
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{_esc(title)}</title>'
-            f"<style>{CSS}</style></head>\n<body><main>\n{body}\n</main>{code}</body></html>\n")  # fmt: skip
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{_esc(title)}</title>'
+        f"<style>{CSS}</style></head>\n<body><main>\n{body}\n</main>{code}</body></html>\n"
+    )
 
 
 def _section(heading: str, body: str, ident: str, extra: str = "") -> str:
@@ -107,8 +109,9 @@ def render_summary(data: ClassData, pages: dict[str, str], when: str = "") -> st
     rows, stats = data.rows, class_stats(data.rows)
     parts = [_about(rows, when or _date(None)), _warnings(data.warnings), _headline(stats)]
     if not current(rows):
-        parts.append('<section id="students"><p class="empty">No current reports: nothing to summarise yet.</p>'
-                     "</section>")  # fmt: skip
+        parts.append(
+            '<section id="students"><p class="empty">No current reports: nothing to summarise yet.</p></section>'
+        )
     else:
         who = f"Share of the {stats.submissions} current submissions; each student counts once per mistake."
         parts += [
@@ -127,18 +130,28 @@ def render_summary(data: ClassData, pages: dict[str, str], when: str = "") -> st
 
 def _about(rows: Sequence[SubmissionRow], when: str) -> str:
     """The header: date, checkpoints, grader version and points per tier."""
-    models = [f"{_esc(role)}: {_esc(name)} <span class=\"muted small\">sha256 {_esc(sha or '?')}</span>"
-              + (f' <span class="muted small">({n} reports)</span>' if n != len(current(rows)) else "")
-              for role, name, sha, n in checkpoints(rows)]  # fmt: skip
+    models = [
+        f'{_esc(role)}: {_esc(name)} <span class="muted small">sha256 {_esc(sha or "?")}</span>'
+        + (f' <span class="muted small">({n} reports)</span>' if n != len(current(rows)) else "")
+        for role, name, sha, n in checkpoints(rows)
+    ]
     versions = Counter(r.grader_version for r in current(rows) if r.grader_version)
-    grader = ", ".join(f"{_esc(v)}" + (f" ({n} reports)" if len(versions) > 1 else "") for v, n in versions.most_common())
+    grader = ", ".join(
+        f"{_esc(v)}" + (f" ({n} reports)" if len(versions) > 1 else "") for v, n in versions.most_common()
+    )
     points = tier_points(rows)
     total = sum(p or 0.0 for _, p, _ in points)
-    tiers = " · ".join(f"{_esc(name)} {_esc(num(p))}" + (' <span class="err small">(varies)</span>' if mixed else "")
-                       for name, p, mixed in points)  # fmt: skip
-    facts = [("Generated", _esc(when)), ("Checkpoints", "<br>".join(models) or "–"),
-             ("Grader version", grader or "–"), ("Points per tier", f"{tiers} · <b>total {_esc(num(total))}</b>"),
-             ("Gradebook", f'<a href="{GRADEBOOK_NAME}">{GRADEBOOK_NAME}</a> (stale reports left out)')]  # fmt: skip
+    tiers = " · ".join(
+        f"{_esc(name)} {_esc(num(p))}" + (' <span class="err small">(varies)</span>' if mixed else "")
+        for name, p, mixed in points
+    )
+    facts = [
+        ("Generated", _esc(when)),
+        ("Checkpoints", "<br>".join(models) or "–"),
+        ("Grader version", grader or "–"),
+        ("Points per tier", f"{tiers} · <b>total {_esc(num(total))}</b>"),
+        ("Gradebook", f'<a href="{GRADEBOOK_NAME}">{GRADEBOOK_NAME}</a> (stale reports left out)'),
+    ]
     items = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts)
     return f'<header class="about" id="about"><h1>{_esc(TITLE)}</h1><dl class="facts">{items}</dl></header>'
 
@@ -161,8 +174,11 @@ def _headline(s: ClassStats) -> str:
         ("grader-errors", str(s.grader_errors), "grader errors (not in the mean)", s.grader_errors > 0),
         ("stale", str(s.stale), "stale reports (left out)", s.stale > 0),
     ]
-    body = "".join(f'<div class="card{" bad" if bad else ""}" id="stat-{ident}"><div class="value">{_esc(value)}'
-                   f'</div><div class="label">{_esc(label)}</div></div>' for ident, value, label, bad in cards)  # fmt: skip
+    body = "".join(
+        f'<div class="card{" bad" if bad else ""}" id="stat-{ident}"><div class="value">{_esc(value)}'
+        f'</div><div class="label">{_esc(label)}</div></div>'
+        for ident, value, label, bad in cards
+    )
     return f'<div class="cards">{body}</div>'
 
 
@@ -173,23 +189,36 @@ def _badge(cell: TierCell | None) -> str:
     colour = STATUS_COLOURS.get(cell.status, "#455a64")
     tip = f"{cell.status}: {num(cell.score)}/{num(cell.max_score)} points"
     shown = "✓" if cell.status == "passed" else cell.status  # a tick keeps the table narrow; failures spelt out
-    return (f'<td data-v="{_esc(cell.status)}"><span class="st" style="background:{colour}" '
-            f'title="{_esc(tip)}">{_esc(shown)}</span></td>')  # fmt: skip
+    return (
+        f'<td data-v="{_esc(cell.status)}"><span class="st" style="background:{colour}" '
+        f'title="{_esc(tip)}">{_esc(shown)}</span></td>'
+    )
 
 
 def _table(rows: Sequence[SubmissionRow], pages: dict[str, str]) -> str:
     """The filter box and every current student, one sortable row each."""
     tiers = tier_names(current(rows))
-    heads = [("name", "text", "ascending"), ("score", "num", "none"), *((t, "text", "none") for t in tiers),
-             ("start here / error", "text", "none"), ("mistakes", "text", "none"), ("time (s)", "num", "none"),
-             ("memory (MB)", "num", "none")]  # fmt: skip
-    head = "".join(f'<th data-type="{kind}" aria-sort="{sort}" class="{kind}"><button type="button" class="sort">'
-                   f"{_esc(label)}</button></th>" for label, kind, sort in heads)  # fmt: skip
+    heads = [
+        ("name", "text", "ascending"),
+        ("score", "num", "none"),
+        *((t, "text", "none") for t in tiers),
+        ("start here / error", "text", "none"),
+        ("mistakes", "text", "none"),
+        ("time (s)", "num", "none"),
+        ("memory (MB)", "num", "none"),
+    ]
+    head = "".join(
+        f'<th data-type="{kind}" aria-sort="{sort}" class="{kind}"><button type="button" class="sort">'
+        f"{_esc(label)}</button></th>"
+        for label, kind, sort in heads
+    )
     body = "".join(_table_row(r, tiers, pages) for r in current(rows))
-    return ('<div class="filterbar"><input id="filter" type="search" autocomplete="off" '
-            'placeholder="Filter: name, status, mistake..." aria-label="Filter the students">'
-            f'<span id="shown" class="muted small"></span></div><div class="wide"><table id="table">'
-            f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>")  # fmt: skip
+    return (
+        '<div class="filterbar"><input id="filter" type="search" autocomplete="off" '
+        'placeholder="Filter: name, status, mistake..." aria-label="Filter the students">'
+        f'<span id="shown" class="muted small"></span></div><div class="wide"><table id="table">'
+        f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
+    )
 
 
 def _table_row(r: SubmissionRow, tiers: Sequence[str], pages: dict[str, str]) -> str:
@@ -199,14 +228,24 @@ def _table_row(r: SubmissionRow, tiers: Sequence[str], pages: dict[str, str]) ->
     why = r.error or r.start_here
     status = '<span class="err">grader failure</span> ' if r.status == GRADER_ERROR else ""
     mistakes = "; ".join(_esc(m.label) for m in r.diagnosis)
-    search = " ".join([r.name, r.status, *(f"{t.name}:{t.status}" for t in r.tiers), *(m.key for m in r.diagnosis),
-                       *(m.key for m in r.failures), *(f"{p.email} {p.sid} {p.full_name}" for p in r.identities)])  # fmt: skip
-    return (f'<tr data-search="{_esc(search)}"><td class="name" data-v="{_esc(r.name)}">{_link(r.name, pages)}{who}</td>'
-            f'<td class="num" data-v="{_esc(num(r.score))}">{_esc(score)}</td>'
-            + "".join(_badge(r.tier(t)) for t in tiers)
-            + f'<td class="small why">{status}{_esc(why)}</td><td class="small why">{mistakes}</td>'
-            f'<td class="num" data-v="{_esc(num(r.seconds))}">{_esc(_fixed(r.seconds))}</td>'
-            f'<td class="num" data-v="{_esc(num(r.peak_memory_mb))}">{_esc(_fixed(r.peak_memory_mb, 0))}</td></tr>')  # fmt: skip
+    search = " ".join(
+        [
+            r.name,
+            r.status,
+            *(f"{t.name}:{t.status}" for t in r.tiers),
+            *(m.key for m in r.diagnosis),
+            *(m.key for m in r.failures),
+            *(f"{p.email} {p.sid} {p.full_name}" for p in r.identities),
+        ]
+    )
+    return (
+        f'<tr data-search="{_esc(search)}"><td class="name" data-v="{_esc(r.name)}">{_link(r.name, pages)}{who}</td>'
+        f'<td class="num" data-v="{_esc(num(r.score))}">{_esc(score)}</td>'
+        + "".join(_badge(r.tier(t)) for t in tiers)
+        + f'<td class="small why">{status}{_esc(why)}</td><td class="small why">{mistakes}</td>'
+        f'<td class="num" data-v="{_esc(num(r.seconds))}">{_esc(_fixed(r.seconds))}</td>'
+        f'<td class="num" data-v="{_esc(num(r.peak_memory_mb))}">{_esc(_fixed(r.peak_memory_mb, 0))}</td></tr>'
+    )
 
 
 def _fixed(value: float | None, digits: int = 1) -> str:
@@ -221,10 +260,12 @@ def _who(found: list[tuple[Mistake, list[str]]], total: int, pages: dict[str, st
     for mistake, names in found:
         tier = f" · {_esc(mistake.tier)}" if mistake.tier else ""
         links = " ".join(_link(n, pages) for n in names)
-        items.append(f'<li data-key="{_esc(mistake.key)}"><span class="pct">{percent(len(names), total)}</span> '
-                     f'{_esc(mistake.label)} <span class="muted small">({len(names)} of {total}{tier} · '
-                     f'<code>{_esc(mistake.key)}</code>)</span><span class="meter"><span style="width:'
-                     f'{100 * len(names) / max(total, 1):.1f}%"></span></span><div class="who small">{links}</div></li>')  # fmt: skip
+        items.append(
+            f'<li data-key="{_esc(mistake.key)}"><span class="pct">{percent(len(names), total)}</span> '
+            f'{_esc(mistake.label)} <span class="muted small">({len(names)} of {total}{tier} · '
+            f'<code>{_esc(mistake.key)}</code>)</span><span class="meter"><span style="width:'
+            f'{100 * len(names) / max(total, 1):.1f}%"></span></span><div class="who small">{links}</div></li>'
+        )
     return f'<p class="muted small">{_esc(note)}</p><ol class="mistakes">{"".join(items)}</ol>'
 
 
@@ -232,23 +273,32 @@ def _slowest(rows: Sequence[SubmissionRow], pages: dict[str, str]) -> str:
     """The submissions that took longest, with their peak memory and score."""
     if not rows:
         return '<p class="empty">No timings.</p>'
-    body = "".join(f'<tr><td class="name">{_link(r.name, pages)}</td><td class="num">{_esc(_fixed(r.seconds))} s</td>'
-                   f'<td class="num">{_esc(_fixed(r.peak_memory_mb, 0))} MB</td><td class="num">{_esc(num(r.score))}</td>'
-                   "</tr>" for r in rows)  # fmt: skip
-    return ('<table class="slowest"><thead><tr><th>student</th><th class="num">time</th><th class="num">peak memory'
-            f'</th><th class="num">score</th></tr></thead><tbody>{body}</tbody></table>')  # fmt: skip
+    body = "".join(
+        f'<tr><td class="name">{_link(r.name, pages)}</td><td class="num">{_esc(_fixed(r.seconds))} s</td>'
+        f'<td class="num">{_esc(_fixed(r.peak_memory_mb, 0))} MB</td><td class="num">{_esc(num(r.score))}</td>'
+        "</tr>"
+        for r in rows
+    )
+    return (
+        '<table class="slowest"><thead><tr><th>student</th><th class="num">time</th><th class="num">peak memory'
+        f'</th><th class="num">score</th></tr></thead><tbody>{body}</tbody></table>'
+    )
 
 
 def _stale(rows: Sequence[SubmissionRow], pages: dict[str, str]) -> str:
     stale = [r for r in rows if r.stale]
     if not stale:
         return ""
-    items = "".join(f"<li>{_link(r.name, pages)} <span class=\"muted small\">({_esc(num(r.score))} points)</span></li>"
-                    for r in stale)  # fmt: skip
-    note = ("Their submission is no longer in the submissions folder: they are left out of every statistic above and "
-            "of the gradebook. Delete the reports, or restore the submissions and run the batch again.")  # fmt: skip
-    return _section(f"Stale reports ({len(stale)})", f'<p class="muted small">{note}</p><ul>{items}</ul>', "stale",
-                    ' class="warn"')  # fmt: skip
+    items = "".join(
+        f'<li>{_link(r.name, pages)} <span class="muted small">({_esc(num(r.score))} points)</span></li>' for r in stale
+    )
+    note = (
+        "Their submission is no longer in the submissions folder: they are left out of every statistic above and "
+        "of the gradebook. Delete the reports, or restore the submissions and run the batch again."
+    )
+    return _section(
+        f"Stale reports ({len(stale)})", f'<p class="muted small">{note}</p><ul>{items}</ul>', "stale", ' class="warn"'
+    )
 
 
 # ---------------------------------------------------------------- charts
@@ -261,28 +311,37 @@ def _histogram_svg(counts: list[int], max_score: float | None) -> str:
     step = _nice_step(max(counts, default=0))
     peak = step * max(1, math.ceil(max(counts, default=0) / step))
     slot, scale = plot_w / len(counts), max_score or 100.0
-    out = [f'<svg class="chart" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
-           f'aria-label="score distribution" xmlns="http://www.w3.org/2000/svg">',
-           f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="#888"/>']  # fmt: skip
+    out = [
+        f'<svg class="chart" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="score distribution" xmlns="http://www.w3.org/2000/svg">',
+        f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="#888"/>',
+    ]
     for value in range(0, peak + 1, step):
         y = top + plot_h - plot_h * value / peak
-        out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + plot_w}" y2="{y:.1f}" stroke="#eee"/><text '
-                   f'x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="11" fill="#666">{value}</text>')  # fmt: skip
+        out.append(
+            f'<line x1="{left}" y1="{y:.1f}" x2="{left + plot_w}" y2="{y:.1f}" stroke="#eee"/><text '
+            f'x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="11" fill="#666">{value}</text>'
+        )
     for i, count in enumerate(counts):
         low, high = scale * i / len(counts), scale * (i + 1) / len(counts)
         x, bar_h = left + i * slot + 3, plot_h * count / peak
         y = top + plot_h - bar_h
-        out.append(f'<rect class="bar" x="{x:.1f}" y="{y:.1f}" width="{slot - 6:.1f}" height="{bar_h:.1f}" '
-                   f'fill="{HISTOGRAM_COLOUR}"><title>{_esc(num(low))}–{_esc(num(high))}: {count}</title></rect>'
-                   f'<text x="{left + i * slot:.1f}" y="{top + plot_h + 14}" text-anchor="middle" font-size="10" '
-                   f'fill="#444">{_esc(num(low))}</text>')  # fmt: skip
+        out.append(
+            f'<rect class="bar" x="{x:.1f}" y="{y:.1f}" width="{slot - 6:.1f}" height="{bar_h:.1f}" '
+            f'fill="{HISTOGRAM_COLOUR}"><title>{_esc(num(low))}–{_esc(num(high))}: {count}</title></rect>'
+            f'<text x="{left + i * slot:.1f}" y="{top + plot_h + 14}" text-anchor="middle" font-size="10" '
+            f'fill="#444">{_esc(num(low))}</text>'
+        )
         if count:
-            out.append(f'<text x="{x + (slot - 6) / 2:.1f}" y="{y - 4:.1f}" text-anchor="middle" font-size="11">'
-                       f"{count}</text>")  # fmt: skip
+            out.append(
+                f'<text x="{x + (slot - 6) / 2:.1f}" y="{y - 4:.1f}" text-anchor="middle" font-size="11">{count}</text>'
+            )
     axis = "points" if max_score else "% of the maximum"
-    out.append(f'<text x="{left + plot_w:.1f}" y="{top + plot_h + 14}" text-anchor="middle" font-size="10" '
-               f'fill="#444">{_esc(num(scale))}</text><text x="{left + plot_w / 2:.1f}" y="{height - 6}" '
-               f'text-anchor="middle" font-size="11" fill="#666">score ({axis}; full marks in the last bar)</text></svg>')  # fmt: skip
+    out.append(
+        f'<text x="{left + plot_w:.1f}" y="{top + plot_h + 14}" text-anchor="middle" font-size="10" '
+        f'fill="#444">{_esc(num(scale))}</text><text x="{left + plot_w / 2:.1f}" y="{height - 6}" '
+        f'text-anchor="middle" font-size="11" fill="#666">score ({axis}; full marks in the last bar)</text></svg>'
+    )
     return "".join(out)
 
 
@@ -300,16 +359,20 @@ def _pass_rate_svg(rates: list[tuple[str, int, int]]) -> str:
         return '<p class="empty">No tier results.</p>'
     row_h, label_w, bar_w, width = 30, 100, 290, 520
     height = row_h * len(rates) + 10
-    out = [f'<svg class="chart" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
-           f'aria-label="pass rate per tier" xmlns="http://www.w3.org/2000/svg">']  # fmt: skip
+    out = [
+        f'<svg class="chart" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="pass rate per tier" xmlns="http://www.w3.org/2000/svg">'
+    ]
     for i, (name, passed, total) in enumerate(rates):
         y, share = 6 + i * row_h, passed / total if total else 0.0
         text = f"{percent(passed, total)} ({passed} of {total})"
-        out.append(f'<text x="{label_w - 8}" y="{y + 15}" text-anchor="end" font-size="13">{_esc(name)}</text>'
-                   f'<rect x="{label_w}" y="{y + 2}" width="{bar_w}" height="18" rx="3" fill="#e3e7ec"/>'
-                   f'<rect class="bar" x="{label_w}" y="{y + 2}" width="{bar_w * share:.1f}" height="18" rx="3" '
-                   f'fill="{PASS_RATE_COLOUR}"><title>{_esc(name)}: {_esc(text)}</title></rect>'
-                   f'<text x="{label_w + bar_w + 8}" y="{y + 15}" font-size="13">{_esc(text)}</text>')  # fmt: skip
+        out.append(
+            f'<text x="{label_w - 8}" y="{y + 15}" text-anchor="end" font-size="13">{_esc(name)}</text>'
+            f'<rect x="{label_w}" y="{y + 2}" width="{bar_w}" height="18" rx="3" fill="#e3e7ec"/>'
+            f'<rect class="bar" x="{label_w}" y="{y + 2}" width="{bar_w * share:.1f}" height="18" rx="3" '
+            f'fill="{PASS_RATE_COLOUR}"><title>{_esc(name)}: {_esc(text)}</title></rect>'
+            f'<text x="{label_w + bar_w + 8}" y="{y + 15}" font-size="13">{_esc(text)}</text>'
+        )
     out.append("</svg>")
     return "".join(out)
 
@@ -320,21 +383,35 @@ def _pass_rate_svg(rates: list[tuple[str, int, int]]) -> str:
 def render_student(row: SubmissionRow, when: str = "") -> str:
     """One student's full feedback (every tier's detail) and, for staff, internal errors and the captured output."""
     score = f"{num(row.score)} / {num(row.max_score)} points" if row.score is not None else "no score"
-    flags = ('<p class="err"><b>Stale:</b> this submission is no longer in the submissions folder.</p>' * row.stale
-             + '<p class="err"><b>Grader failure:</b> not the student\'s fault; see the staff section.</p>'
-             * (row.status == GRADER_ERROR))  # fmt: skip
-    start = (f'<section class="start" id="start-here"><h2>Start here</h2><p>{_esc(row.start_here)}</p></section>'
-             if row.start_here else "")  # fmt: skip
-    parts = [f'<p><a id="back" href="../summary.html">&larr; class summary</a></p><h1>{_esc(row.name)}</h1>'
-             f'<p class="score" id="score">{_esc(score)}</p>{flags}', _identities(row), start, _tiers(row),
-             _mistake_list(row), _submission(row), _staff(row),
-             f'<p class="muted small">Generated {_esc(when or _date(None))}.</p>']  # fmt: skip
+    flags = (
+        '<p class="err"><b>Stale:</b> this submission is no longer in the submissions folder.</p>' * row.stale
+        + '<p class="err"><b>Grader failure:</b> not the student\'s fault; see the staff section.</p>'
+        * (row.status == GRADER_ERROR)
+    )
+    start = (
+        f'<section class="start" id="start-here"><h2>Start here</h2><p>{_esc(row.start_here)}</p></section>'
+        if row.start_here
+        else ""
+    )
+    parts = [
+        f'<p><a id="back" href="../summary.html">&larr; class summary</a></p><h1>{_esc(row.name)}</h1>'
+        f'<p class="score" id="score">{_esc(score)}</p>{flags}',
+        _identities(row),
+        start,
+        _tiers(row),
+        _mistake_list(row),
+        _submission(row),
+        _staff(row),
+        f'<p class="muted small">Generated {_esc(when or _date(None))}.</p>',
+    ]
     return _document(f"{row.name}: Lab 04 feedback", "\n".join(p for p in parts if p))
 
 
 def _identities(row: SubmissionRow) -> str:
-    people = [", ".join(_esc(v) for v in (p.full_name, p.email, p.sid and f"SID {p.sid}", p.section) if v)
-              for p in row.identities]  # fmt: skip
+    people = [
+        ", ".join(_esc(v) for v in (p.full_name, p.email, p.sid and f"SID {p.sid}", p.section) if v)
+        for p in row.identities
+    ]
     return f'<p id="identity">{"<br>".join(people)}</p>' if people else ""
 
 
@@ -342,11 +419,18 @@ def _submission(row: SubmissionRow) -> str:
     s = row.submission
     files = s.get("files") if isinstance(s.get("files"), list) else []
     notes = [*(str(n) for n in (s.get("notes") if isinstance(s.get("notes"), list) else [])), *row.notes]
-    facts = [("Kind", s.get("kind")), ("Module", s.get("module")), ("Path", s.get("path")),
-             ("Problem", s.get("problem"))]  # fmt: skip
+    facts = [
+        ("Kind", s.get("kind")),
+        ("Module", s.get("module")),
+        ("Path", s.get("path")),
+        ("Problem", s.get("problem")),
+    ]
     items = "".join(f"<dt>{_esc(k)}</dt><dd>{_esc(v)}</dd>" for k, v in facts if v)
-    files_html = (f"<h3>Files ({len(files)})</h3><ul class=\"small\">{''.join(f'<li>{_esc(f)}</li>' for f in files)}</ul>"
-                  if files else "")  # fmt: skip
+    files_html = (
+        f'<h3>Files ({len(files)})</h3><ul class="small">{"".join(f"<li>{_esc(f)}</li>" for f in files)}</ul>'
+        if files
+        else ""
+    )
     notes_html = f"<h3>Notes</h3><ul>{''.join(f'<li>{_esc(n)}</li>' for n in notes)}</ul>" if notes else ""
     return _section("Submission", f'<dl class="facts">{items}</dl>{files_html}{notes_html}', "submission")
 
@@ -358,19 +442,24 @@ def _tiers(row: SubmissionRow) -> str:
     body = []
     for i, t in enumerate(row.tiers, start=1):
         colour = STATUS_COLOURS.get(t.status, "#455a64")
-        body.append(f'<tr id="tier-{_esc(t.name)}"><td class="num">{i}</td><td>{_esc(t.title or t.name)} '
-                    f'<span class="muted small">({_esc(t.name)})</span></td><td><span class="st" style="background:'
-                    f'{colour}">{_esc(t.status)}</span></td><td class="num">{_esc(num(t.score))}/{_esc(num(t.max_score))}'
-                    f'</td><td class="num">{_esc(_fixed(t.seconds))} s</td></tr><tr><td></td><td colspan="4"><pre>'
-                    f"{_esc(t.detail)}</pre></td></tr>")  # fmt: skip
+        body.append(
+            f'<tr id="tier-{_esc(t.name)}"><td class="num">{i}</td><td>{_esc(t.title or t.name)} '
+            f'<span class="muted small">({_esc(t.name)})</span></td><td><span class="st" style="background:'
+            f'{colour}">{_esc(t.status)}</span></td><td class="num">{_esc(num(t.score))}/{_esc(num(t.max_score))}'
+            f'</td><td class="num">{_esc(_fixed(t.seconds))} s</td></tr><tr><td></td><td colspan="4"><pre>'
+            f"{_esc(t.detail)}</pre></td></tr>"
+        )
     head = '<tr><th class="num">#</th><th>tier</th><th>status</th><th class="num">points</th><th class="num">time</th></tr>'
     return _section("Tiers", f"<table><thead>{head}</thead><tbody>{''.join(body)}</tbody></table>", "tiers")
 
 
 def _mistake_list(row: SubmissionRow) -> str:
     def items(found: Sequence[Mistake]) -> str:
-        return "".join(f"<li>{_esc(m.label)} <span class=\"muted small\">(<code>{_esc(m.key)}</code>"
-                       f"{' · ' + _esc(m.tier) if m.tier else ''})</span></li>" for m in found)  # fmt: skip
+        return "".join(
+            f'<li>{_esc(m.label)} <span class="muted small">(<code>{_esc(m.key)}</code>'
+            f"{' · ' + _esc(m.tier) if m.tier else ''})</span></li>"
+            for m in found
+        )
 
     diagnosis = f"<ul>{items(row.diagnosis)}</ul>" if row.diagnosis else '<p class="empty">None recognised.</p>'
     failures = f"<h3>Failure kinds</h3><ul>{items(row.failures)}</ul>" if row.failures else ""
@@ -378,14 +467,23 @@ def _mistake_list(row: SubmissionRow) -> str:
 
 
 def _staff(row: SubmissionRow) -> str:
-    models = "; ".join(f"{role}: {info.get('name', '?')} (sha256 {str(info.get('sha256', ''))[:12]})"
-                       for role, info in row.models.items() if isinstance(info, dict))  # fmt: skip
-    facts = [("Execution time", f"{_fixed(row.seconds)} s"), ("Peak memory", f"{_fixed(row.peak_memory_mb, 0)} MB"),
-             ("Checkpoints", models or "–"), ("Grader version", row.grader_version or "–")]  # fmt: skip
+    models = "; ".join(
+        f"{role}: {info.get('name', '?')} (sha256 {str(info.get('sha256', ''))[:12]})"
+        for role, info in row.models.items()
+        if isinstance(info, dict)
+    )
+    facts = [
+        ("Execution time", f"{_fixed(row.seconds)} s"),
+        ("Peak memory", f"{_fixed(row.peak_memory_mb, 0)} MB"),
+        ("Checkpoints", models or "–"),
+        ("Grader version", row.grader_version or "–"),
+    ]
     body = [f'<dl class="facts">{"".join(f"<dt>{_esc(k)}</dt><dd>{_esc(v)}</dd>" for k, v in facts)}</dl>']
     if row.internal_errors:
-        body.append("<h3>Internal errors</h3>" + "".join(f'<pre class="err">{_esc(e)}</pre>' for e in row.internal_errors))
+        body.append(
+            "<h3>Internal errors</h3>" + "".join(f'<pre class="err">{_esc(e)}</pre>' for e in row.internal_errors)
+        )
     for label, text, ident in (("stdout", row.stdout, "stdout"), ("stderr", row.stderr, "stderr")):
-        shown = f"<pre id=\"{ident}\">{_esc(text)}</pre>" if text else '<p class="empty">(empty)</p>'
+        shown = f'<pre id="{ident}">{_esc(text)}</pre>' if text else '<p class="empty">(empty)</p>'
         body.append(f"<h3>Student {label}</h3>{shown}")
     return _section("For staff", "".join(body), "staff")

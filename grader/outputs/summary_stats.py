@@ -105,10 +105,14 @@ def checkpoints(rows: Sequence[SubmissionRow]) -> list[tuple[str, str, str, int]
     for row in current(rows):
         for role, info in row.models.items():
             if isinstance(info, dict):
-                seen[(str(role), str(info.get("name") or info.get("source") or "?"), str(info.get("sha256") or "")[:12])] += 1
+                seen[
+                    (str(role), str(info.get("name") or info.get("source") or "?"), str(info.get("sha256") or "")[:12])
+                ] += 1
     order = ("primary", "second", "function")
-    return [(*key, n) for key, n in sorted(seen.items(), key=lambda kv: (order.index(kv[0][0]) if kv[0][0] in order
-                                                                         else 9, kv[0]))]  # fmt: skip
+    return [
+        (*key, n)
+        for key, n in sorted(seen.items(), key=lambda kv: (order.index(kv[0][0]) if kv[0][0] in order else 9, kv[0]))
+    ]
 
 
 def tier_points(rows: Sequence[SubmissionRow]) -> list[tuple[str, float | None, bool]]:

@@ -21,8 +21,7 @@ CHECKPOINTS = "/checkpoints"
 FALLBACK = "/lab04/fallback"  # the reference decoder, for submissions without a decoder of their own
 STANDINS_INSIDE = "/lab04/standins"
 SYSTEM = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin")
-SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime",
-                "/sys/devices/system/cpu")  # fmt: skip
+SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime", "/sys/devices/system/cpu")
 OWN_PACKAGES = ("grader", "reference", "lab04_checks")
 HIDDEN_IN_TORCH_FREE = ("torchgen", "functorch", "torch", "transformers")
 
@@ -55,8 +54,16 @@ def _under(path: str, roots: list[str]) -> bool:
     return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
 
 
-def build_plan(flavour: str, root: Path, submission: Path, code_folder: str, checkpoints: dict[str, Path],
-               fallback: Path, scratch_bytes: int, uid: int) -> dict:  # fmt: skip
+def build_plan(
+    flavour: str,
+    root: Path,
+    submission: Path,
+    code_folder: str,
+    checkpoints: dict[str, Path],
+    fallback: Path,
+    scratch_bytes: int,
+    uid: int,
+) -> dict:
     """The plan for a student process of ``flavour`` ("torch" or "numpy").
 
     ``root`` is an empty folder to build on; ``submission`` the prepared copy, with
@@ -98,8 +105,11 @@ def build_plan(flavour: str, root: Path, submission: Path, code_folder: str, che
         "cover": sorted(set(cover)),
         "tmpfs": [["/tmp", scratch_bytes], ["/dev/shm", 1 << 20]],
         "symlinks": symlinks,
-        "files": [["/etc/passwd", passwd], ["/etc/group", f"root:x:0:\nstudent:x:{uid}:\n"],
-                  ["/etc/hostname", "lab04\n"]],  # fmt: skip
+        "files": [
+            ["/etc/passwd", passwd],
+            ["/etc/group", f"root:x:0:\nstudent:x:{uid}:\n"],
+            ["/etc/hostname", "lab04\n"],
+        ],
         "standins": STANDINS_INSIDE if flavour == "numpy" else None,
         "standins_host": str(STANDINS) if flavour == "numpy" else None,
     }

@@ -148,8 +148,9 @@ class StudentProcess:
             "isolate": self.limits.isolate,
             "uid": self.uid if self.limits.isolate else -1,  # --no-isolation: no user of its own either
             "output_bytes": self.limits.output_bytes,
-            "env": environment("/tmp" if self.limits.isolate else str(self.scratch / f"{self.name}-home"),
-                               self.limits.threads),  # fmt: skip
+            "env": environment(
+                "/tmp" if self.limits.isolate else str(self.scratch / f"{self.name}-home"), self.limits.threads
+            ),
             "limits": {
                 "memory_bytes": self.limits.memory_bytes,
                 "file_bytes": self.limits.file_bytes,
@@ -186,16 +187,20 @@ class StudentProcess:
                 break
         self.layers = protocol.mapping(message.get("layers", {}), "the layers", 8)
         held = [protocol.text(x, "a layer", 200) for x in protocol.sequence(self.layers.get("held", []), "layers", 32)]
-        missing = [protocol.text(x, "a layer", 400) for x in protocol.sequence(self.layers.get("unavailable", []),
-                                                                              "layers", 32)]  # fmt: skip
+        missing = [
+            protocol.text(x, "a layer", 400)
+            for x in protocol.sequence(self.layers.get("unavailable", []), "layers", 32)
+        ]
         self.layers = {"held": held, "unavailable": missing, "uid": self.layers.get("uid")}
         self.isolated_root = "allow-list root file system" in held
         vm = message.get("vm")
         if isinstance(vm, int) and vm + MEMORY_HEADROOM > self.limits.memory_bytes:
             self.kill()
-            raise SandboxError(f"--memory-mb {self.limits.memory_bytes >> 20} leaves no room: the {self.name} student "
-                               f"process uses {vm >> 20} MB of address space before any student code runs; give it "
-                               f"at least {(vm + 2 * MEMORY_HEADROOM) >> 20}")  # fmt: skip
+            raise SandboxError(
+                f"--memory-mb {self.limits.memory_bytes >> 20} leaves no room: the {self.name} student "
+                f"process uses {vm >> 20} MB of address space before any student code runs; give it "
+                f"at least {(vm + 2 * MEMORY_HEADROOM) >> 20}"
+            )
         self._read_status()
         if self.limits.require_isolation and missing:
             self.kill()
@@ -305,13 +310,23 @@ class StudentProcess:
             except ProtocolError:
                 continue  # garbage from the student's code: not a reply
             if message.get("event") == "exit-called":
-                self.exit_call = {"how": protocol.text(message.get("how", "os._exit"), "how", 100) or "os._exit",
-                                  "where": protocol.text(message.get("where"), "where", 300, optional=True)}  # fmt: skip
+                self.exit_call = {
+                    "how": protocol.text(message.get("how", "os._exit"), "how", 100) or "os._exit",
+                    "where": protocol.text(message.get("where"), "where", 300, optional=True),
+                }
                 continue
             return message
 
-    def request(self, op: str, fields: dict, deadline: float, inputs: list[np.ndarray] | None = None,
-                blob_fd: int = -1, blob_blocks: list[dict] | None = None, budget: int = 0) -> Reply:  # fmt: skip
+    def request(
+        self,
+        op: str,
+        fields: dict,
+        deadline: float,
+        inputs: list[np.ndarray] | None = None,
+        blob_fd: int = -1,
+        blob_blocks: list[dict] | None = None,
+        budget: int = 0,
+    ) -> Reply:
         """Send one operation and wait for its reply until ``deadline`` (a ``time.monotonic`` value).
 
         ``inputs`` travel in a sealed memfd; ``budget`` bytes of results may come back in another.
@@ -321,8 +336,16 @@ class StudentProcess:
         reply.seconds = time.monotonic() - started
         return reply
 
-    def _request(self, op: str, fields: dict, deadline: float, inputs: list[np.ndarray] | None,
-                 blob_fd: int, blob_blocks: list[dict], budget: int) -> Reply:  # fmt: skip
+    def _request(
+        self,
+        op: str,
+        fields: dict,
+        deadline: float,
+        inputs: list[np.ndarray] | None,
+        blob_fd: int,
+        blob_blocks: list[dict],
+        budget: int,
+    ) -> Reply:
         self.wait_ready()
         self._next_id += 1
         request_id = self._next_id
@@ -358,7 +381,6 @@ class StudentProcess:
         self._note_peak()
         return protocol.parse_reply(op, got, results_fd)
 
-
     def _timed_out(self) -> Reply:
         # The trace memfd's offset is shared with the student process: the dump lands after it.
         before = os.lseek(self.trace_fd, 0, os.SEEK_CUR) if self.trace_fd >= 0 else 0
@@ -383,16 +405,18 @@ class StudentProcess:
         for match in _FRAME.finditer(dump):  # faulthandler lists the most recent call first
             file = match["file"]
             if file.startswith(root.rstrip("/") + "/"):
-                return protocol.text(f"{file[len(root.rstrip('/')) + 1:]}, line {match['line']} in {match['func']}",
-                                     "where", 300)  # fmt: skip
+                return protocol.text(
+                    f"{file[len(root.rstrip('/')) + 1 :]}, line {match['line']} in {match['func']}", "where", 300
+                )
         return None
 
     def _crashed(self) -> Reply:
         exit_call = self.exit_call
         status = self.kill(wait_for_status=2.0)
         if exit_call is not None:
-            return Reply("crashed", detail=f"called {exit_call['how']}, which ended the process",
-                         where=exit_call.get("where"))  # fmt: skip
+            return Reply(
+                "crashed", detail=f"called {exit_call['how']}, which ended the process", where=exit_call.get("where")
+            )
         return Reply("crashed", detail=describe_status(status, self.limits))
 
     def output(self) -> tuple[str, str]:

@@ -230,8 +230,13 @@ def desc(value: Any, what: str = "the value", depth: int = 0) -> Desc:
         inner = desc(value["array"], what, depth + 1) if "array" in value else None
         if inner is not None and inner.kind != "array":
             raise ProtocolError(f"{what}: a tensor whose NumPy copy is not an array")
-        return Desc("tensor", dtype=text(value.get("dtype"), what, 40), shape=shape, inner=inner,
-                    problem=text(value.get("problem", ""), what))  # fmt: skip
+        return Desc(
+            "tensor",
+            dtype=text(value.get("dtype"), what, 40),
+            shape=shape,
+            inner=inner,
+            problem=text(value.get("problem", ""), what),
+        )
     if kind in ("tuple", "list"):
         items = tuple(desc(v, what, depth + 1) for v in sequence(value.get("items"), what))
         return Desc(kind, items=items, length=integer(value.get("len", len(items)), what, 0))
@@ -243,8 +248,12 @@ def desc(value: Any, what: str = "the value", depth: int = 0) -> Desc:
                 raise ProtocolError(f"{what}: a dict item that is not a pair")
             pairs.append((desc(pair[0], what, depth + 1), desc(pair[1], what, depth + 1)))
         return Desc("dict", items=tuple(pairs), length=integer(value.get("len", len(pairs)), what, 0))
-    return Desc(kind, handle=integer(value.get("h"), what, 1), type_name=text(value.get("type", ""), what, 200),
-                module=text(value.get("module", ""), what, 200))  # fmt: skip
+    return Desc(
+        kind,
+        handle=integer(value.get("h"), what, 1),
+        type_name=text(value.get("type", ""), what, 200),
+        module=text(value.get("module", ""), what, 200),
+    )
 
 
 # ---------------------------------------------------------------- student exceptions
@@ -283,8 +292,14 @@ def raised(value: Any, function: str) -> Raised:
         frame = sequence(frame, "a frame", 4)
         if len(frame) != 4:
             raise ProtocolError("a frame that is not (file, line, function, code)")
-        frames.append((text(frame[0], "a frame", 300), integer(frame[1], "a frame", 0), text(frame[2], "a frame", 100),
-                       text(frame[3], "a frame", 300)))  # fmt: skip
+        frames.append(
+            (
+                text(frame[0], "a frame", 300),
+                integer(frame[1], "a frame", 0),
+                text(frame[2], "a frame", 100),
+                text(frame[3], "a frame", 300),
+            )
+        )
     first_line = (text(value.get("message", ""), "the message") or "").strip().splitlines()
     return Raised(
         function=text(value.get("function", function), "the function", 200) or function,
@@ -359,7 +374,9 @@ def manifest(value: Any, size: int) -> list[Block]:
         dtype = entry.get("dtype")
         if dtype not in ALLOWED_DTYPES:
             raise ProtocolError(f"array {i} has a dtype that is not a plain number type")
-        shape = tuple(integer(n, f"array {i}'s shape", 0, 2**40) for n in sequence(entry.get("shape"), "a shape", MAX_DIMS))
+        shape = tuple(
+            integer(n, f"array {i}'s shape", 0, 2**40) for n in sequence(entry.get("shape"), "a shape", MAX_DIMS)
+        )
         offset = integer(entry.get("offset"), f"array {i}'s offset", 0, size)
         nbytes = integer(entry.get("nbytes"), f"array {i}'s size", 0, size)
         if int(np.prod(shape, dtype=np.float64)) * np.dtype(dtype).itemsize != nbytes:
@@ -406,8 +423,7 @@ def input_memfd(arrays: list[np.ndarray]) -> tuple[int, list[dict]]:
         plain = np.ascontiguousarray(array)
         if plain.dtype.str not in ALLOWED_DTYPES:
             raise ValueError(f"cannot send an array of dtype {plain.dtype}")
-        entries.append({"dtype": plain.dtype.str, "shape": list(plain.shape), "offset": offset,
-                        "nbytes": plain.nbytes})  # fmt: skip
+        entries.append({"dtype": plain.dtype.str, "shape": list(plain.shape), "offset": offset, "nbytes": plain.nbytes})
         chunks.append(memoryview(plain).cast("B") if plain.size else memoryview(b""))
         offset += plain.nbytes
     fd = new_memfd("lab04-inputs", offset, b"".join(chunks))
@@ -459,10 +475,19 @@ REPLY_FIELDS: dict[str, set[str]] = {
     "release": set(),
 }
 REQUIRED_FIELDS: dict[str, tuple[set[str], ...]] = {  # each set: one of its fields must be there
-    "import": ({"functions"},), "new": ({"result"},), "call": ({"result"},), "read": ({"values"},),
-    "set": ({"set"},), "export": ({"blob", "torch_paths"},), "adopt": ({"result"},), "clone": ({"result"},),
-    "hf": ({"model"}, {"tokenizer"}), "tokenizer": ({"tokenizer"},), "trace": ({"steps"},), "release": (),
-}  # fmt: skip
+    "import": ({"functions"},),
+    "new": ({"result"},),
+    "call": ({"result"},),
+    "read": ({"values"},),
+    "set": ({"set"},),
+    "export": ({"blob", "torch_paths"},),
+    "adopt": ({"result"},),
+    "clone": ({"result"},),
+    "hf": ({"model"}, {"tokenizer"}),
+    "tokenizer": ({"tokenizer"},),
+    "trace": ({"steps"},),
+    "release": (),
+}
 COMMON_FIELDS = {"v", "id", "status", "error", "arrays"}
 _LABEL = re.compile(r"[\w .:/\[\]()'-]{1,200}")
 
@@ -539,7 +564,9 @@ def signature(value: Any, what: str) -> Signature | None:
         if kind not in KINDS:
             raise ProtocolError(f"{what}: an unknown parameter kind")
         default = p.get("default")
-        if default is not None and (isinstance(default, (dict, list)) or (isinstance(default, str) and len(default) > 200)):
+        if default is not None and (
+            isinstance(default, (dict, list)) or (isinstance(default, str) and len(default) > 200)
+        ):
             raise ProtocolError(f"{what}: a default that is not a plain value")
         if isinstance(default, float) and not math.isfinite(default):
             default = None

@@ -26,8 +26,12 @@ from lab04_public import LAB, Lab  # noqa: E402
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--notebook", metavar="PATH", default=None,
-                     help="run the public tests on this notebook (e.g. lab04.ipynb) instead of src/pretrained.py")  # fmt: skip
+    parser.addoption(
+        "--notebook",
+        metavar="PATH",
+        default=None,
+        help="run the public tests on this notebook (e.g. lab04.ipynb) instead of src/pretrained.py",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -60,8 +64,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):  # a ho
     outcome = yield
     report = outcome.get_result()
     excinfo = call.excinfo
-    if report.failed and excinfo is not None and not isinstance(excinfo.value, (pytest.fail.Exception,
-                                                                               pytest.skip.Exception)):  # fmt: skip
+    if (
+        report.failed
+        and excinfo is not None
+        and not isinstance(excinfo.value, (pytest.fail.Exception, pytest.skip.Exception))
+    ):
         report.longrepr = LAB.unexpected(excinfo.value)
 
 
@@ -73,13 +80,18 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatu
     if LAB.waiting:
         terminalreporter.section("skipped: each waits for a failure reported once", sep="-")
         for first, tests in LAB.waiting.items():
-            write(f"{len(tests)} test{'s' if len(tests) > 1 else ''} need what {first} reported: {', '.join(tests[:4])}"
-                  + (", ..." if len(tests) > 4 else ""))  # fmt: skip
+            write(
+                f"{len(tests)} test{'s' if len(tests) > 1 else ''} need what {first} reported: {', '.join(tests[:4])}"
+                + (", ..." if len(tests) > 4 else "")
+            )
     terminalreporter.section("time of your code against the grader's budget", sep="-")
-    write(f"The grader gives each tier {budget.tier_seconds():g} s of wall clock, {budget.THREADS} thread and "
-          f"{budget.MEMORY_GIB} GiB. Here, on the small public checkpoint:")  # fmt: skip
+    write(
+        f"The grader gives each tier {budget.tier_seconds():g} s of wall clock, {budget.THREADS} thread and "
+        f"{budget.MEMORY_GIB} GiB. Here, on the small public checkpoint:"
+    )
     for warning in budget.report(write):
         write(f"WARNING: {warning}", yellow=True, bold=True)
     if NUMPY_FIRST:
-        write("(NumPy was imported before these tests could ask for one thread: times may be shorter than the "
-              "grader's.)")  # fmt: skip
+        write(
+            "(NumPy was imported before these tests could ask for one thread: times may be shorter than the grader's.)"
+        )

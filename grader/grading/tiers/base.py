@@ -37,8 +37,12 @@ def from_failure(failure: Failure, hint: str = "", causes: dict[str, str] | None
     if failure.kind == "skipped":
         text = f"Skipped: {text}"
     key = cause_of(failure)
-    return Verdict(status, text, causes={**({key: failure.text} if key else {}), **(causes or {})},
-                   mistakes=[(key, failure.text.split(" (")[0][:120])] if key else [])  # fmt: skip
+    return Verdict(
+        status,
+        text,
+        causes={**({key: failure.text} if key else {}), **(causes or {})},
+        mistakes=[(key, failure.text.split(" (")[0][:120])] if key else [],
+    )
 
 
 def cause_of(failure: Failure) -> str | None:
@@ -99,9 +103,11 @@ def missing_function(session: Session, name: str) -> Verdict:
     cells = list(imported.cells) if imported else []
     if cells:
         raised = "; ".join(_cell_error(session, c) for c in cells[:3])
-        text += (f". These notebook cells raised while the notebook ran top to bottom: {raised}. A cell that uses "
-                 "a name defined in a later cell works in your session but not in a fresh kernel: use Kernel > "
-                 "Restart and Run All to find the order problem")  # fmt: skip
+        text += (
+            f". These notebook cells raised while the notebook ran top to bottom: {raised}. A cell that uses "
+            "a name defined in a later cell works in your session but not in a fresh kernel: use Kernel > "
+            "Restart and Run All to find the order problem"
+        )
     return Verdict("failed", text + ".", causes={f"missing {name}": text}, mistakes=[(f"missing {name}", text[:120])])
 
 

@@ -18,7 +18,7 @@ from lab04_checks.contract import logits_tolerance
 from ... import defaults
 from ...sandbox import protocol
 from ...sandbox.protocol import Desc
-from .. import oracle
+from .. import harness, loading, oracle
 from ..session import Deadline, Failure, Session, Stop, failure_of
 from ..truth import digest
 from .base import Verdict, bullet, missing_function
@@ -63,7 +63,9 @@ def far_miss(weights: dict[str, np.ndarray], rng: np.random.Generator) -> dict[s
     """The model with the first block's attention output projection scrambled."""
     out = dict(weights)
     w = weights["blocks.0.attn.W_O"]
-    out["blocks.0.attn.W_O"] = (w + rng.standard_normal(w.shape).astype(np.float32) * float(np.std(w))).astype(np.float32)
+    out["blocks.0.attn.W_O"] = (w + rng.standard_normal(w.shape).astype(np.float32) * float(np.std(w))).astype(
+        np.float32
+    )
     return out
 
 
@@ -112,22 +114,31 @@ def run(session: Session, deadline: Deadline) -> Verdict:
     rng = session.inputs.rng(5)
     truth = expected.attributes
     texts = session.inputs.texts
-    cases = [Case("a model that matches GPT-2", truth, texts[0]),
-             Case(f"a near miss (logits off by {defaults.NEAR_MISS:g})", near_miss(truth, rng, defaults.NEAR_MISS),
-                  texts[1]),
-             Case("a far miss (a scrambled attention projection)", far_miss(truth, rng), texts[2])]  # fmt: skip
+    cases = [
+        Case("a model that matches GPT-2", truth, texts[0]),
+        Case(
+            f"a near miss (logits off by {defaults.NEAR_MISS:g})", near_miss(truth, rng, defaults.NEAR_MISS), texts[1]
+        ),
+        Case("a far miss (a scrambled attention projection)", far_miss(truth, rng), texts[2]),
+    ]
     default_atol = signature.default("atol") if signature else None
     if signature is not None and signature.accepts("atol"):
         cases.append(Case("the near miss with atol=0.5", cases[1].weights, texts[0], atol=0.5))
         close = near_miss(truth, rng, CLOSE_MISS)
-        cases.append(Case(f"a close miss (logits off by {CLOSE_MISS:g}) with atol={COURSE_ATOL:g}", close, texts[1],
-                          atol=COURSE_ATOL))  # fmt: skip
+        cases.append(
+            Case(
+                f"a close miss (logits off by {CLOSE_MISS:g}) with atol={COURSE_ATOL:g}",
+                close,
+                texts[1],
+                atol=COURSE_ATOL,
+            )
+        )
     order = rng.permutation(len(cases))
-    session.harness_class(deadline)  # first: it may restart the process, which would invalidate handles
-    hf_model, tokenizer = session.hf(deadline)
+    harness.model_class(session, deadline)  # first: it may restart the process, which would invalidate handles
+    hf_model, tokenizer = harness.hf_objects(session, deadline)
     lines: list[str] = []
     raised: list[str] = []
-    facts = {"cases": [], "default_atol": default_atol, "harness_class": session.harness_class(deadline)}
+    facts = {"cases": [], "default_atol": default_atol, "harness_class": harness.model_class(session, deadline)}
     mistakes: list[tuple[str, str]] = []
     for index in order:
         case = cases[index]
@@ -137,33 +148,59 @@ def run(session: Session, deadline: Deadline) -> Verdict:
         if mistake:
             mistakes.append(mistake)
     if default_atol is not None and isinstance(default_atol, (int, float)) and default_atol >= defaults.NEAR_MISS:
-        lines.append(f"the default atol={default_atol:g} is too loose: a model whose logits are off by "
-                     f"{defaults.NEAR_MISS:g} is not GPT-2; float32 noise is about 1e-5 of the largest logit")  # fmt: skip
+        lines.append(
+            f"the default atol={default_atol:g} is too loose: a model whose logits are off by "
+            f"{defaults.NEAR_MISS:g} is not GPT-2; float32 noise is about 1e-5 of the largest logit"
+        )
     causes = {f"compare {k}": t for k, t in mistakes}
     if raised:
-        return Verdict("error", "\n".join(dict.fromkeys(raised)) + (("\n" + bullet(lines)) if lines else ""),
-                       facts=facts, mistakes=mistakes, causes=causes)  # fmt: skip
+        return Verdict(
+            "error",
+            "\n".join(dict.fromkeys(raised)) + (("\n" + bullet(lines)) if lines else ""),
+            facts=facts,
+            mistakes=mistakes,
+            causes=causes,
+        )
     if lines:
-        return Verdict("failed", "compare_outputs is wrong:\n" + bullet(list(dict.fromkeys(lines))), facts=facts,
-                       mistakes=mistakes, causes=causes)  # fmt: skip
-    return Verdict("passed", f"compare_outputs gave the true max difference and the right verdict in {len(cases)} "
-                             "cases (a matching model, a near miss and a far miss).", facts=facts)  # fmt: skip
+        return Verdict(
+            "failed",
+            "compare_outputs is wrong:\n" + bullet(list(dict.fromkeys(lines))),
+            facts=facts,
+            mistakes=mistakes,
+            causes=causes,
+        )
+    return Verdict(
+        "passed",
+        f"compare_outputs gave the true max difference and the right verdict in {len(cases)} "
+        "cases (a matching model, a near miss and a far miss).",
+        facts=facts,
+    )
 
 
-def _judge_case(session: Session, case: Case, hf_model: int, tokenizer: int, deadline: Deadline, facts: dict,
-                raised: list[str]) -> tuple[str, tuple[str, str] | None]:  # fmt: skip
+def _judge_case(
+    session: Session, case: Case, hf_model: int, tokenizer: int, deadline: Deadline, facts: dict, raised: list[str]
+) -> tuple[str, tuple[str, str] | None]:
     expected = session.expected("function")
     ids = np.asarray([expected.encode(case.text)], dtype=np.int64)
     ours = oracle.forward(case.weights, ids, expected.shape.num_heads)
     theirs = expected.logits(ids)
     true = float(np.max(np.abs(ours - theirs)))
     noise = logits_tolerance(float(np.max(np.abs(theirs))))
-    handle = session.harness(case.weights, deadline)
+    handle = harness.model(session, case.weights, deadline)
     kwargs = {"atol": {"v": case.atol}} if case.atol is not None else {}
     label = "compare_outputs"
-    reply = session.torch.try_ask("call", {"fn": "compare_outputs", "args": [{"h": handle}, {"h": hf_model},
-                                  {"h": tokenizer}, {"v": case.text}], "kwargs": kwargs, "label": label}, deadline,
-                                  label, budget=1 << 16)  # fmt: skip
+    reply = session.torch.try_ask(
+        "call",
+        {
+            "fn": "compare_outputs",
+            "args": [{"h": handle}, {"h": hf_model}, {"h": tokenizer}, {"v": case.text}],
+            "kwargs": kwargs,
+            "label": label,
+        },
+        deadline,
+        label,
+        budget=1 << 16,
+    )
     head = f"on {case.label} ({case.text!r})"
     if not reply.ok:
         failure = failure_of(reply, label, session.limits)
@@ -177,14 +214,17 @@ def _judge_case(session: Session, case: Case, hf_model: int, tokenizer: int, dea
     match, number = _verdict_of(result.items[0], reply), _number(result.items[1], reply)
     facts["cases"].append({"case": case.label, "true_max_diff": true, "match": match, "max_diff": number})
     if match is None or number is None:
-        return (f"{head}, compare_outputs returned ({result.items[0].describe()}, {result.items[1].describe()}): "
-                "it must return (a bool, a float)"), None  # fmt: skip
+        return (
+            f"{head}, compare_outputs returned ({result.items[0].describe()}, {result.items[1].describe()}): "
+            "it must return (a bool, a float)"
+        ), None
     said = f"compare_outputs returned ({match}, {number:.3g})"
     changed = _changed(session, handle, case.weights, deadline)
     if changed:
-        return (f"{head}, {said}, and it changed the model it was asked to judge ({changed}): it must only run "
-                "both models and compare, not load or copy weights"), ("changed_model", "compare_outputs changes the "
-                                                                        "model it judges")  # fmt: skip
+        return (
+            f"{head}, {said}, and it changed the model it was asked to judge ({changed}): it must only run "
+            "both models and compare, not load or copy weights"
+        ), ("changed_model", "compare_outputs changes the model it judges")
     if not abs(number - true) <= AGREE_RTOL * true + NOISE * noise:
         why = _which_statistic(number, ours, theirs, case, expected)
         text = f"{head}, {said}, but the maximum absolute difference over all logits is {true:.3g}"
@@ -194,25 +234,31 @@ def _judge_case(session: Session, case: Case, hf_model: int, tokenizer: int, dea
     should = case.should_match(true, noise)
     if should is not None and match != should:
         if should and case.atol is None:
-            return (f"{head}, {said}, but the logits match (max |diff| {true:.3g}, float32 noise): your tolerance "
-                    "is too strict"), ("too_strict", "compare_outputs' tolerance is too strict")  # fmt: skip
+            return (
+                f"{head}, {said}, but the logits match (max |diff| {true:.3g}, float32 noise): your tolerance "
+                "is too strict"
+            ), ("too_strict", "compare_outputs' tolerance is too strict")
         if case.atol is not None and should:
             return f"{head}, {said}: with atol={case.atol:g} it must say True (it must use its atol argument)", (
-                "ignores_atol", "compare_outputs ignores its atol")  # fmt: skip
+                "ignores_atol",
+                "compare_outputs ignores its atol",
+            )
         if case.atol is not None:
-            return (f"{head}, {said}, but with atol={case.atol:g} a model off by {true:.3g} must not match: your "
-                    "tolerance is too loose (does it use its atol argument?)"), ("too_loose", "compare_outputs' "
-                                                                                 "tolerance is too loose")  # fmt: skip
-        return (f"{head}, {said}, but a model off by {true:.3g} is not GPT-2: your tolerance is too loose "
-                "(match must be max_diff <= atol, with an atol near float32 noise such as 1e-4)"), (
-                "too_loose", "compare_outputs' tolerance is too loose")  # fmt: skip
+            return (
+                f"{head}, {said}, but with atol={case.atol:g} a model off by {true:.3g} must not match: your "
+                "tolerance is too loose (does it use its atol argument?)"
+            ), ("too_loose", "compare_outputs' tolerance is too loose")
+        return (
+            f"{head}, {said}, but a model off by {true:.3g} is not GPT-2: your tolerance is too loose "
+            "(match must be max_diff <= atol, with an atol near float32 noise such as 1e-4)"
+        ), ("too_loose", "compare_outputs' tolerance is too loose")
     return "", None
 
 
 def _changed(session: Session, handle: int, weights: dict[str, np.ndarray], deadline: Deadline) -> str:
     """Which attributes of a model the grader built differ after the student's function ran."""
     paths = list(weights)
-    entries, _ = session.read(session.torch, handle, paths, deadline, "reading a model after your function")
+    entries, _ = loading.read(session.torch, handle, paths, deadline, "reading a model after your function")
     changed = [p for p in paths if entries[p].digest != digest(weights[p])]
     return ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "") if changed else ""
 
@@ -224,11 +270,14 @@ def _which_statistic(number: float, ours: np.ndarray, theirs: np.ndarray, case: 
             return name
     ids = expected.encode(case.text)
     prefixed = np.asarray([[END_OF_TEXT, *ids]], dtype=np.int64)
-    with_bos = float(np.max(np.abs(oracle.forward(case.weights, prefixed, expected.shape.num_heads)
-                                   - expected.logits(prefixed))))  # fmt: skip
+    with_bos = float(
+        np.max(np.abs(oracle.forward(case.weights, prefixed, expected.shape.num_heads) - expected.logits(prefixed)))
+    )
     if abs(number - with_bos) <= AGREE_RTOL * with_bos + 1e-6:
-        return ("the maximum difference for a different token sequence (<|endoftext|> prepended): you compared "
-                "different token sequences; tokenise the text as given, with no added tokens")
+        return (
+            "the maximum difference for a different token sequence (<|endoftext|> prepended): you compared "
+            "different token sequences; tokenise the text as given, with no added tokens"
+        )
     return ""
 
 

@@ -19,10 +19,24 @@ TITLE = "Embeddings: token_embedding(ids) + pos_embedding(T)"
 LANE = "numpy"  # the student process it talks to; tiers of the two lanes run side by side
 
 
-def _call(session: Session, handle: int, method: str, arg: dict, deadline: Deadline, inputs: list | None,
-          label: str, budget: int):
-    reply = session.numpy.try_ask("call", {"fn": handle, "method": method, "args": [arg], "label": label}, deadline,
-                                  label, inputs=inputs, budget=budget)  # fmt: skip
+def _call(
+    session: Session,
+    handle: int,
+    method: str,
+    arg: dict,
+    deadline: Deadline,
+    inputs: list | None,
+    label: str,
+    budget: int,
+):
+    reply = session.numpy.try_ask(
+        "call",
+        {"fn": handle, "method": method, "args": [arg], "label": label},
+        deadline,
+        label,
+        inputs=inputs,
+        budget=budget,
+    )
     if not reply.ok:
         return reply, None
     arrays, problem = arrays_of(reply, protocol.desc(reply.fields.get("result"), label), f"{label}'s result")
@@ -40,11 +54,13 @@ def run(session: Session, deadline: Deadline) -> Verdict:
     reply, tokens = _call(session, handle, "token_embedding", {"a": 0}, deadline, [ids], "token_embedding(ids)", budget)
     if tokens is None:
         raise Stop(_failure(session, reply, "token_embedding(ids)"))
-    reply, positions = _call(session, handle, "pos_embedding", {"v": int(T)}, deadline, None, "pos_embedding(T)",
-                             budget)  # fmt: skip
+    reply, positions = _call(
+        session, handle, "pos_embedding", {"v": int(T)}, deadline, None, "pos_embedding(T)", budget
+    )
     if positions is None and reply.status == "raised":
-        reply, positions = _call(session, handle, "pos_embedding", {"a": 0}, deadline, [np.arange(T)],
-                                 "pos_embedding(np.arange(T))", budget)  # fmt: skip
+        reply, positions = _call(
+            session, handle, "pos_embedding", {"a": 0}, deadline, [np.arange(T)], "pos_embedding(np.arange(T))", budget
+        )
     if positions is None:
         raise Stop(_failure(session, reply, "pos_embedding(T)"))
     wte, wpe = expected.attributes["token_embedding.weight"], expected.attributes["pos_embedding.weight"]
@@ -62,14 +78,23 @@ def run(session: Session, deadline: Deadline) -> Verdict:
         diff = float(np.max(np.abs(got.astype(np.float64) - want)))
         worst = max(worst, diff)
         if diff > WEIGHTS_RTOL * max(1.0, float(np.max(np.abs(want)))):
-            where = "rows of token_embedding.weight" if name.startswith("token") else "rows 0..T-1 of pos_embedding.weight"
-            lines.append(f"{name} differs from GPT-2's {where} (max |diff| {diff:.3g}); see the shapes tier for the "
-                         "loaded weights")  # fmt: skip
+            where = (
+                "rows of token_embedding.weight" if name.startswith("token") else "rows 0..T-1 of pos_embedding.weight"
+            )
+            lines.append(
+                f"{name} differs from GPT-2's {where} (max |diff| {diff:.3g}); see the shapes tier for the "
+                "loaded weights"
+            )
     if lines:
-        return Verdict("failed", "The embeddings are wrong:\n" + bullet(lines), max_diff=worst,
-                       causes={"attribute token_embedding.weight": lines[0]} if "token" in lines[0] else {})  # fmt: skip
-    return Verdict("passed", f"token_embedding(ids) and pos_embedding(T) give GPT-2's rows on {B}x{T} ids.",
-                   max_diff=worst)  # fmt: skip
+        return Verdict(
+            "failed",
+            "The embeddings are wrong:\n" + bullet(lines),
+            max_diff=worst,
+            causes={"attribute token_embedding.weight": lines[0]} if "token" in lines[0] else {},
+        )
+    return Verdict(
+        "passed", f"token_embedding(ids) and pos_embedding(T) give GPT-2's rows on {B}x{T} ids.", max_diff=worst
+    )
 
 
 def _failure(session: Session, reply, what: str):

@@ -48,8 +48,11 @@ def accepted(expected: Expected, prompt: str, prompt_ids: list[int], new: list[i
 
 def _smallest_loaded(session: Session) -> str:
     """Generation tests the function, not the scale: the smallest checkpoint the loader handled."""
-    loaded = [n for n in session.load_order() if n in session.loads and session.loads[n].failure is None
-              and session.loads[n].blob >= 0]  # fmt: skip
+    loaded = [
+        n
+        for n in session.load_order()
+        if n in session.loads and session.loads[n].failure is None and session.loads[n].blob >= 0
+    ]
     pool = loaded or [session.primary_name]
     return min(pool, key=lambda n: session.checkpoints[n].shape.parameters)
 
@@ -68,15 +71,28 @@ def run(session: Session, deadline: Deadline) -> Verdict:
         if clear:
             break
     agent = session.numpy
-    reply = agent.ask("tokenizer", {"path": agent.checkpoint_path(name), "preloaded": str(expected.source.path)},
-                      deadline, "making a tokenizer for generate_text")  # fmt: skip
+    reply = agent.ask(
+        "tokenizer",
+        {"path": agent.checkpoint_path(name), "preloaded": str(expected.source.path)},
+        deadline,
+        "making a tokenizer for generate_text",
+    )
     tokenizer = protocol.integer(reply.fields.get("tokenizer"), "the tokenizer", 1)
     label = "generate_text"
     first = None
     for temperature in (0.0, 1e-6):
-        reply = agent.try_ask("call", {"fn": label, "args": [{"h": handle}, {"h": tokenizer}, {"v": prompt}],
-                                       "kwargs": {"max_length": {"v": NEW_TOKENS}, "temperature": {"v": temperature}},
-                                       "label": label}, deadline, label, budget=1 << 16)  # fmt: skip
+        reply = agent.try_ask(
+            "call",
+            {
+                "fn": label,
+                "args": [{"h": handle}, {"h": tokenizer}, {"v": prompt}],
+                "kwargs": {"max_length": {"v": NEW_TOKENS}, "temperature": {"v": temperature}},
+                "label": label,
+            },
+            deadline,
+            label,
+            budget=1 << 16,
+        )
         if reply.ok or reply.status != "raised":
             break
         first = first or reply
@@ -89,13 +105,20 @@ def run(session: Session, deadline: Deadline) -> Verdict:
     text = result.value
     facts["got"] = text
     if text in accepted(expected, prompt, prompt_ids, new):
-        return Verdict("passed", f"generate_text({prompt!r}, max_length={NEW_TOKENS}, temperature=0) gives GPT-2's "
-                                 "greedy continuation.", facts=facts)  # fmt: skip
+        return Verdict(
+            "passed",
+            f"generate_text({prompt!r}, max_length={NEW_TOKENS}, temperature=0) gives GPT-2's greedy continuation.",
+            facts=facts,
+        )
     want = expected.decode(prompt_ids + new)
     if not text.startswith(prompt):
         why = "it does not start with the prompt (return the prompt followed by the new text)"
     else:
         why = "after the prompt it differs from GPT-2's greedy choice (argmax of the last position's logits)"
-    return Verdict("failed", f"generate_text({prompt!r}, max_length={NEW_TOKENS}, temperature=0) returned "
-                             f"{text[:200]!r}; GPT-2 greedily gives {want[:200]!r}: {why}.", facts=facts,
-                   mistakes=[("generate", "generate_text is not greedy GPT-2")])  # fmt: skip
+    return Verdict(
+        "failed",
+        f"generate_text({prompt!r}, max_length={NEW_TOKENS}, temperature=0) returned "
+        f"{text[:200]!r}; GPT-2 greedily gives {want[:200]!r}: {why}.",
+        facts=facts,
+        mistakes=[("generate", "generate_text is not greedy GPT-2")],
+    )

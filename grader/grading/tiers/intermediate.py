@@ -13,7 +13,7 @@ import re
 import numpy as np
 
 from ...sandbox import protocol
-from .. import oracle
+from .. import harness, oracle
 from ..session import Deadline, Session, Stop, failure_of
 from .base import Verdict, bullet, missing_function
 
@@ -45,16 +45,23 @@ def stage_of(key: str, num_layers: int) -> float | None:
 def corrupted(weights: dict[str, np.ndarray], block: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     direction = rng.standard_normal(weights[f"blocks.{block}.ffn.b2"].shape)
     out = dict(weights)
-    out[f"blocks.{block}.ffn.b2"] = (weights[f"blocks.{block}.ffn.b2"] + SHIFT * direction / np.max(np.abs(direction))
-                                     ).astype(np.float32)  # fmt: skip
+    out[f"blocks.{block}.ffn.b2"] = (
+        weights[f"blocks.{block}.ffn.b2"] + SHIFT * direction / np.max(np.abs(direction))
+    ).astype(np.float32)
     return out
 
 
 def _call(session: Session, handle: int, hf: int, ids: np.ndarray, deadline: Deadline) -> dict[str, float] | str:
     label = "compare_intermediate_outputs"
     for shaped in (ids, ids[0]):
-        reply = session.torch.try_ask("call", {"fn": label, "args": [{"h": handle}, {"h": hf}, {"a": 0}],
-                                               "label": label}, deadline, label, inputs=[shaped], budget=1 << 20)  # fmt: skip
+        reply = session.torch.try_ask(
+            "call",
+            {"fn": label, "args": [{"h": handle}, {"h": hf}, {"a": 0}], "label": label},
+            deadline,
+            label,
+            inputs=[shaped],
+            budget=1 << 20,
+        )
         if reply.ok:
             break
         if reply.status != "raised":
@@ -87,13 +94,15 @@ def run(session: Session, deadline: Deadline) -> Verdict:
     trace: oracle.Trace = []
     oracle.forward(expected.attributes, ids, expected.shape.num_heads, trace=trace)
     scale = max(1.0, max(float(np.max(np.abs(a))) for _, a in trace))
-    session.harness_class(deadline)  # first: it may restart the process, which would invalidate handles
-    hf, _ = session.hf(deadline)
+    harness.model_class(session, deadline)  # first: it may restart the process, which would invalidate handles
+    hf, _ = harness.hf_objects(session, deadline)
     lines: list[str] = []
     results = {}
-    for label, weights in (("the grader's model with GPT-2's weights", expected.attributes),
-                           (f"a model whose block {block} the grader corrupted", corrupted(expected.attributes, block, rng))):  # fmt: skip
-        got = _call(session, session.harness(weights, deadline), hf, ids, deadline)
+    for label, weights in (
+        ("the grader's model with GPT-2's weights", expected.attributes),
+        (f"a model whose block {block} the grader corrupted", corrupted(expected.attributes, block, rng)),
+    ):
+        got = _call(session, harness.model(session, weights, deadline), hf, ids, deadline)
         if isinstance(got, str):
             return Verdict("failed", got)
         results[label] = got
@@ -101,13 +110,18 @@ def run(session: Session, deadline: Deadline) -> Verdict:
     stages = {k: stage_of(k, n) for k in {*correct, *broken}}
     known = {k: s for k, s in stages.items() if s is not None}
     if not known:
-        return Verdict("failed", f"compare_intermediate_outputs gave keys the grader cannot place in the forward "
-                                 f"pass ({', '.join(list(stages)[:5])}): name the stages embedding, block_0, ..., "
-                                 "ln_f, logits")  # fmt: skip
+        return Verdict(
+            "failed",
+            f"compare_intermediate_outputs gave keys the grader cannot place in the forward "
+            f"pass ({', '.join(list(stages)[:5])}): name the stages embedding, block_0, ..., "
+            "ln_f, logits",
+        )
     big = [k for k, v in correct.items() if k in known and not v <= NEAR_ZERO_RTOL * scale]
     if big:
-        lines.append(f"on the grader's model with GPT-2's own weights, {', '.join(big[:3])} are not near zero "
-                     f"({', '.join(f'{correct[k]:.3g}' for k in big[:3])}): the two models agree there")  # fmt: skip
+        lines.append(
+            f"on the grader's model with GPT-2's own weights, {', '.join(big[:3])} are not near zero "
+            f"({', '.join(f'{correct[k]:.3g}' for k in big[:3])}): the two models agree there"
+        )
     blocks = [k for k, s in known.items() if int(s) == block and 0 <= s < n]
     if not blocks:
         lines.append(f"the result has no entry for block {block} (keys: {', '.join(list(stages)[:6])})")
@@ -115,14 +129,26 @@ def run(session: Session, deadline: Deadline) -> Verdict:
         ordered = sorted((s, k) for k, s in known.items() if k in broken)
         first = next((k for s, k in ordered if broken[k] >= 0.5 * SHIFT), None)
         if first is None:
-            lines.append(f"on a model whose block {block} the grader corrupted (its output moves by {SHIFT:g}), no "
-                         "stage shows a large difference")  # fmt: skip
+            lines.append(
+                f"on a model whose block {block} the grader corrupted (its output moves by {SHIFT:g}), no "
+                "stage shows a large difference"
+            )
         elif int(known[first]) != block:
-            lines.append(f"on a model whose block {block} the grader corrupted, the first large stage is {first!r} "
-                         f"({broken[first]:.3g}); it should be block {block}")  # fmt: skip
+            lines.append(
+                f"on a model whose block {block} the grader corrupted, the first large stage is {first!r} "
+                f"({broken[first]:.3g}); it should be block {block}"
+            )
     facts = {"corrupted_block": block, "keys": list(stages)[:40]}
     if lines:
-        return Verdict("failed", "compare_intermediate_outputs is wrong:\n" + bullet(lines), facts=facts,
-                       mistakes=[("intermediate", "compare_intermediate_outputs misplaces the difference")])  # fmt: skip
-    return Verdict("passed", f"compare_intermediate_outputs is near zero on a matching model and first large at "
-                             f"block {block}, where the grader corrupted one.", facts=facts)  # fmt: skip
+        return Verdict(
+            "failed",
+            "compare_intermediate_outputs is wrong:\n" + bullet(lines),
+            facts=facts,
+            mistakes=[("intermediate", "compare_intermediate_outputs misplaces the difference")],
+        )
+    return Verdict(
+        "passed",
+        f"compare_intermediate_outputs is near zero on a matching model and first large at "
+        f"block {block}, where the grader corrupted one.",
+        facts=facts,
+    )

@@ -29,8 +29,9 @@ SUBSTEP_RTOL = 3e-6  # per sub-step, of its output's scale; float32 noise there 
 SUBMODULES = (("ln1", "ln1"), ("attn", "attention"), ("ln2", "ln2"), ("ffn", "mlp"))
 
 
-def _forward(session: Session, handle: int, ids: np.ndarray, deadline: Deadline, label: str,
-             vocab: int) -> tuple[np.ndarray | None, str | Failure]:  # fmt: skip
+def _forward(
+    session: Session, handle: int, ids: np.ndarray, deadline: Deadline, label: str, vocab: int
+) -> tuple[np.ndarray | None, str | Failure]:
     """The student's logits for ``ids``, or a problem (a string) or a failure."""
     imported = session.numpy.ready(deadline)
     call = session.forward_call(imported, handle, {"a": 0}, "the forward pass")
@@ -39,9 +40,13 @@ def _forward(session: Session, handle: int, ids: np.ndarray, deadline: Deadline,
     if not reply.ok:
         failure = failure_of(reply, "the forward pass", session.limits)
         if reply.raised and reply.raised.type == "NotAvailable":
-            failure = Failure("raised", f"the forward pass used torch or transformers ({reply.raised.message.split(':')[0]}"
-                                        f", at {reply.raised.file}, line {reply.raised.line}): it must compute with "
-                                        "NumPy only; HuggingFace's model is not there to call", reply.raised)  # fmt: skip
+            failure = Failure(
+                "raised",
+                f"the forward pass used torch or transformers ({reply.raised.message.split(':')[0]}"
+                f", at {reply.raised.file}, line {reply.raised.line}): it must compute with "
+                "NumPy only; HuggingFace's model is not there to call",
+                reply.raised,
+            )
         return None, failure
     arrays, problem = arrays_of(reply, protocol.desc(reply.fields.get("result"), "the logits"), "the forward's result")
     return (arrays[0], "") if arrays else (None, problem or "the forward's result is not an array")
@@ -52,7 +57,7 @@ def _spies(num_layers: int) -> list[list[str]]:
     for i in range(num_layers):
         spies += [[f"blocks.{i}", attr, f"layer {i} {step}"] for attr, step in SUBMODULES]
     spies += [["blocks", str(i), f"layer {i} block"] for i in range(num_layers)]
-    return spies + [["", "ln_f", "ln_f"], ["", "lm_head", "head"]]
+    return [*spies, ["", "ln_f", "ln_f"], ["", "lm_head", "head"]]
 
 
 def _trace(session: Session, handle: int, ids: np.ndarray, deadline: Deadline) -> dict[str, tuple[Any, Any]]:
@@ -60,10 +65,23 @@ def _trace(session: Session, handle: int, ids: np.ndarray, deadline: Deadline) -
     expected = session.expected("primary")
     imported = session.numpy.ready(deadline)
     call = session.forward_call(imported, handle, {"a": 0}, "the traced forward pass")
-    budget = int(ids.size * (expected.shape.vocab_size * 3 + expected.shape.d_ff * 4
-                             + expected.shape.d_model * 60 * expected.shape.num_layers) * 8) + (1 << 20)  # fmt: skip
-    reply = session.numpy.try_ask("trace", {"h": handle, "spy": _spies(expected.shape.num_layers), "call": call},
-                                  deadline, "the traced forward pass", inputs=[ids], budget=budget)  # fmt: skip
+    budget = int(
+        ids.size
+        * (
+            expected.shape.vocab_size * 3
+            + expected.shape.d_ff * 4
+            + expected.shape.d_model * 60 * expected.shape.num_layers
+        )
+        * 8
+    ) + (1 << 20)
+    reply = session.numpy.try_ask(
+        "trace",
+        {"h": handle, "spy": _spies(expected.shape.num_layers), "call": call},
+        deadline,
+        "the traced forward pass",
+        inputs=[ids],
+        budget=budget,
+    )
     if not reply.ok:
         return {}
     steps = protocol.mapping(reply.fields.get("steps", {}), "the trace", 4 * expected.shape.num_layers * 8 + 8)
@@ -95,9 +113,11 @@ def _close(got: np.ndarray, want: np.ndarray, rtol: float = SUBSTEP_RTOL) -> tup
     return diff <= rtol * max(1.0, float(np.max(np.abs(want)))), diff
 
 
-def _step_check(label: str, step: str, given: np.ndarray, returned: np.ndarray, w: dict, n_head: int,
-                weights: dict) -> tuple[bool, float, list[tuple[str, str]]]:  # fmt: skip
+def _step_check(
+    label: str, step: str, given: np.ndarray, returned: np.ndarray, w: dict, n_head: int, weights: dict
+) -> tuple[bool, float, list[tuple[str, str]]]:
     """Does one sub-module compute GPT-2's function of its own input? With the classic variant that it matches."""
+
     def apply(variant: oracle.Variant) -> np.ndarray:
         if step == "ln1":
             return oracle.layer_norm(given, w["ln1.gamma"], w["ln1.beta"], variant)
@@ -128,14 +148,17 @@ def _step_check(label: str, step: str, given: np.ndarray, returned: np.ndarray, 
     return False, diff, named
 
 
-def _localise(session: Session, trace: dict[str, tuple[np.ndarray, np.ndarray]], ids: np.ndarray,
-              weights: dict) -> tuple[str | None, float, list[tuple[str, str]]]:  # fmt: skip
+def _localise(
+    session: Session, trace: dict[str, tuple[np.ndarray, np.ndarray]], ids: np.ndarray, weights: dict
+) -> tuple[str | None, float, list[tuple[str, str]]]:
     """The first traced sub-step that computes differently from GPT-2 on its own input."""
     shape = session.expected("primary").shape
     row = ids[0]
     first_block = trace.get("layer 0 block")
     if first_block is not None:
-        embedding = weights["token_embedding.weight"][row].astype(np.float64) + weights["pos_embedding.weight"][: len(row)]
+        embedding = (
+            weights["token_embedding.weight"][row].astype(np.float64) + weights["pos_embedding.weight"][: len(row)]
+        )
         ok, diff = _close(first_block[0], embedding)
         if not ok:
             return "embedding", diff, _embedding_mistake(first_block[0], weights, row)
@@ -148,9 +171,14 @@ def _localise(session: Session, trace: dict[str, tuple[np.ndarray, np.ndarray]],
             ok, diff, named = _step_check(f"layer {i} {step}", step, item[0], item[1], w, shape.num_heads, weights)
             if not ok:
                 if step == "block":
-                    named = named or [("block_wiring", "the block's parts each compute right but are combined "
-                                       "differently from GPT-2's pre-norm block: x = x + attn(ln1(x)), then "
-                                       "x = x + ffn(ln2(x))")]  # fmt: skip
+                    named = named or [
+                        (
+                            "block_wiring",
+                            "the block's parts each compute right but are combined "
+                            "differently from GPT-2's pre-norm block: x = x + attn(ln1(x)), then "
+                            "x = x + ffn(ln2(x))",
+                        )
+                    ]
                 return f"layer {i} {step}", diff, named
     item = trace.get("ln_f")
     if item is not None:
@@ -165,8 +193,9 @@ def _localise(session: Session, trace: dict[str, tuple[np.ndarray, np.ndarray]],
     return None, 0.0, []
 
 
-def _first_divergence(session: Session, trace: dict[str, tuple[np.ndarray, np.ndarray]],
-                      ids: np.ndarray) -> tuple[str, float] | None:  # fmt: skip
+def _first_divergence(
+    session: Session, trace: dict[str, tuple[np.ndarray, np.ndarray]], ids: np.ndarray
+) -> tuple[str, float] | None:
     """Where the student's activations first leave GPT-2's (with GPT-2's own weights), in forward order."""
     expected = session.expected("primary")
     _, reference = expected.trace(ids)
@@ -188,11 +217,17 @@ def _embedding_mistake(got: np.ndarray, weights: dict, row: np.ndarray) -> list[
     wte, wpe, T = weights["token_embedding.weight"], weights["pos_embedding.weight"], len(row)
     tokens = wte[row].astype(np.float64)
     candidates = [
-        ("position_offset", tokens + wpe[1 : T + 1] if len(wpe) >= T + 1 else None,
-         "positions start at 1; the first token has position 0: pos_embedding(T) returns rows 0..T-1"),
+        (
+            "position_offset",
+            tokens + wpe[1 : T + 1] if len(wpe) >= T + 1 else None,
+            "positions start at 1; the first token has position 0: pos_embedding(T) returns rows 0..T-1",
+        ),
         ("no_positions", tokens, "the position embedding is not added to the token embedding"),
-        ("scaled_embedding", tokens * np.sqrt(wte.shape[1]) + wpe[:T],
-         "the token embedding is scaled by sqrt(d_model); GPT-2 adds wte[ids] + wpe[:T] unscaled"),
+        (
+            "scaled_embedding",
+            tokens * np.sqrt(wte.shape[1]) + wpe[:T],
+            "the token embedding is scaled by sqrt(d_model); GPT-2 adds wte[ids] + wpe[:T] unscaled",
+        ),
     ]
     for key, want, advice in candidates:
         if want is not None and _close(got, want, 1e-5)[0]:
@@ -271,14 +306,18 @@ def run(session: Session, deadline: Deadline) -> Verdict:
         if diff.max() > tol:
             failed_inputs.append(k)
             per_position = diff.reshape(-1, diff.shape[-2], diff.shape[-1]).max(axis=(0, 2))
-            lines.append(f"on the {item.label} input, max |diff| {diff.max():.3g} > tolerance {tol:.2g}: "
-                         f"{_positions_text(per_position, tol)}")  # fmt: skip
+            lines.append(
+                f"on the {item.label} input, max |diff| {diff.max():.3g} > tolerance {tol:.2g}: "
+                f"{_positions_text(per_position, tol)}"
+            )
     k = 0  # the cheapest input: dropout left on shows on any of them
     if k in results:
         again, _ = _forward(session, handle, inputs.logits[k].ids, deadline, "again", vocab)
         if isinstance(again, np.ndarray) and again.shape == results[k].shape and not np.array_equal(again, results[k]):
-            text = ("the forward pass gives different logits for the same input on two calls: it is random "
-                    "(dropout active? call it with training=False, or build the model with dropout=0.0)")
+            text = (
+                "the forward pass gives different logits for the same input on two calls: it is random "
+                "(dropout active? call it with training=False, or build the model with dropout=0.0)"
+            )
             lines.insert(0, text)
             causes["random forward"] = text
             mistakes.append(("random_forward", "the forward pass is random (dropout active?)"))
@@ -287,14 +326,28 @@ def run(session: Session, deadline: Deadline) -> Verdict:
         lines += _diagnose(session, deadline, handle, failed_inputs, results, facts, causes, mistakes)
     facts["mistakes"] = [key for key, _ in mistakes]
     if errors:
-        return Verdict("error", "\n".join(dedupe(errors) + ([bullet(lines)] if lines else [])), worst, worst_tol,
-                       facts, mistakes, causes)  # fmt: skip
+        return Verdict(
+            "error",
+            "\n".join(dedupe(errors) + ([bullet(lines)] if lines else [])),
+            worst,
+            worst_tol,
+            facts,
+            mistakes,
+            causes,
+        )
     if lines:
-        return Verdict("failed", "The logits differ from GPT-2's:\n" + bullet(lines), worst, worst_tol, facts,
-                       mistakes, causes)  # fmt: skip
-    return Verdict("passed", f"Logits match GPT-2's at every position on {len(inputs.logits)} inputs and on the "
-                             f"{session.load_order()[-1]} checkpoint (max |diff| {worst:.2g}, tolerance "
-                             f"{worst_tol:.2g}).", worst, worst_tol, facts)  # fmt: skip
+        return Verdict(
+            "failed", "The logits differ from GPT-2's:\n" + bullet(lines), worst, worst_tol, facts, mistakes, causes
+        )
+    return Verdict(
+        "passed",
+        f"Logits match GPT-2's at every position on {len(inputs.logits)} inputs and on the "
+        f"{session.load_order()[-1]} checkpoint (max |diff| {worst:.2g}, tolerance "
+        f"{worst_tol:.2g}).",
+        worst,
+        worst_tol,
+        facts,
+    )
 
 
 def _second(session: Session, deadline: Deadline, errors: list[str]) -> list[str]:
@@ -319,13 +372,23 @@ def _second(session: Session, deadline: Deadline, errors: list[str]) -> list[str
         return [check]
     diff = float(np.max(np.abs(got.astype(np.float64) - want)))
     if diff > expected.tolerance(ids):
-        return [f"on the {name} checkpoint ({expected.shape.describe()}), max |diff| {diff:.3g} > tolerance "
-                f"{expected.tolerance(ids):.2g}"]  # fmt: skip
+        return [
+            f"on the {name} checkpoint ({expected.shape.describe()}), max |diff| {diff:.3g} > tolerance "
+            f"{expected.tolerance(ids):.2g}"
+        ]
     return []
 
 
-def _diagnose(session: Session, deadline: Deadline, handle: int, failed: list[int], results: dict[int, np.ndarray],
-              facts: dict, causes: dict[str, str], mistakes: list[tuple[str, str]]) -> list[str]:  # fmt: skip
+def _diagnose(
+    session: Session,
+    deadline: Deadline,
+    handle: int,
+    failed: list[int],
+    results: dict[int, np.ndarray],
+    facts: dict,
+    causes: dict[str, str],
+    mistakes: list[tuple[str, str]],
+) -> list[str]:
     """Why the logits differ: the weights (shapes tier), the first wrong sub-step, or a batch-only problem."""
     lines: list[str] = []
     inputs = session.inputs
@@ -343,14 +406,18 @@ def _diagnose(session: Session, deadline: Deadline, handle: int, failed: list[in
         divergence = _first_divergence(session, trace, ids) if trace else None
         if divergence is not None:
             facts["first_activation_divergence"] = divergence[0]
-            lines.append(f"your activations first leave GPT-2's at: {divergence[0]} (max |diff| {divergence[1]:.3g}; "
-                         "everything before it matches)")  # fmt: skip
+            lines.append(
+                f"your activations first leave GPT-2's at: {divergence[0]} (max |diff| {divergence[1]:.3g}; "
+                "everything before it matches)"
+            )
         weights = _student_weights(session)
         step, diff, named = _localise(session, trace, ids, weights) if trace else (None, 0.0, [])
         if step is not None:
             facts["first_divergence"] = step
-            lines.append(f"the first sub-step that computes differently from GPT-2 on the input it received is "
-                         f"{step} (max |diff| {diff:.3g}); everything before it is right")  # fmt: skip
+            lines.append(
+                f"the first sub-step that computes differently from GPT-2 on the input it received is "
+                f"{step} (max |diff| {diff:.3g}); everything before it is right"
+            )
             if not wrong:
                 lines.append("your loaded weights are right (shapes tier), so the decoder is the suspect")
             for key, advice in named:
@@ -360,14 +427,17 @@ def _diagnose(session: Session, deadline: Deadline, handle: int, failed: list[in
             if not named:
                 causes[f"decoder {step.split(' ')[-1]}"] = f"{step} computes differently from GPT-2"
         elif not trace and not wrong:
-            found = _whole_model_mistake(session, inputs.logits[k].ids, results[k], session.expected(
-                "primary").tolerance(inputs.logits[k].ids))  # fmt: skip
+            found = _whole_model_mistake(
+                session, inputs.logits[k].ids, results[k], session.expected("primary").tolerance(inputs.logits[k].ids)
+            )
             if found:
                 lines.append(f"your logits are exactly those of GPT-2 with a classic mistake: {found[1]}")
                 mistakes.append((found[0], found[1].split(";")[0]))
                 causes[f"decoder {found[0]}"] = found[1]
     if failed and all(inputs.logits[i].ids.shape[0] > 1 for i in failed):
-        lines.append("single sequences match but the batched (B, T) input does not: the forward must treat a "
-                     "leading batch axis (masks and head splits over the last two axes)")  # fmt: skip
+        lines.append(
+            "single sequences match but the batched (B, T) input does not: the forward must treat a "
+            "leading batch axis (masks and head splits over the last two axes)"
+        )
         causes["batch axis"] = lines[-1]
     return lines

@@ -16,6 +16,7 @@ from lab04_checks import contract
 
 from ...sandbox import protocol
 from ...sandbox.protocol import Desc
+from .. import loading
 from ..answers import expected_attributes, sources, synthetic_state
 from ..diagnose import CandidateIndex, Finding, attribute_findings, cause_key, group_findings, mistake_keys
 from ..session import Deadline, Session, Stop
@@ -76,11 +77,18 @@ def _apply(session: Session, key: str, handle: int, tensor: np.ndarray, deadline
     entry = Entry()
     label = f"the transform of {key}"
     budget = 4 * tensor.nbytes + (1 << 16)
-    reply = session.torch.try_ask("call", {"fn": handle, "args": [{"a": 0}], "label": label}, deadline, label,
-                                  inputs=[tensor], budget=budget)  # fmt: skip
+    reply = session.torch.try_ask(
+        "call", {"fn": handle, "args": [{"a": 0}], "label": label}, deadline, label, inputs=[tensor], budget=budget
+    )
     if reply.status == "raised":
-        retry = session.torch.try_ask("call", {"fn": handle, "args": [{"torch": 0}], "label": label}, deadline, label,
-                                      inputs=[tensor], budget=budget)  # fmt: skip
+        retry = session.torch.try_ask(
+            "call",
+            {"fn": handle, "args": [{"torch": 0}], "label": label},
+            deadline,
+            label,
+            inputs=[tensor],
+            budget=budget,
+        )
         if retry.ok:
             reply, entry.torch_only = retry, True
     if reply.status in ("timeout", "crashed"):
@@ -113,8 +121,12 @@ def run(session: Session, deadline: Deadline) -> Verdict:
     findings_all: list[tuple[str, Finding]] = []  # (layers, finding)
     for num_layers in inputs.mapping_layers + inputs.coverage_layers:
         call = f"get_weight_mapping({num_layers})"
-        reply = session.torch.ask("call", {"fn": "get_weight_mapping", "args": [{"v": num_layers}], "label": call,
-                                           "arrays": False}, deadline, call)  # fmt: skip
+        reply = session.torch.ask(
+            "call",
+            {"fn": "get_weight_mapping", "args": [{"v": num_layers}], "label": call, "arrays": False},
+            deadline,
+            call,
+        )
         entries, handles, problem = _entries(protocol.desc(reply.fields.get("result"), call), call)
         if problem:
             problems.append(problem)
@@ -143,25 +155,34 @@ def _judged_by_the_loader(session: Session, deadline: Deadline) -> Verdict:
         return missing_function(session, "get_weight_mapping")
     wrong = []
     for name in session.load_order():
-        load = session.load(name, deadline)
+        load = loading.load(session, name, deadline)
         if load.failure is not None:
-            return Verdict("error" if load.failure.kind != "timeout" else "timeout",
-                           f"pretrained.py defines no get_weight_mapping, so the mapping is judged by what "
-                           f"load_gpt2_weights loads, and it failed: {load.failure.text}")  # fmt: skip
+            return Verdict(
+                "error" if load.failure.kind != "timeout" else "timeout",
+                f"pretrained.py defines no get_weight_mapping, so the mapping is judged by what "
+                f"load_gpt2_weights loads, and it failed: {load.failure.text}",
+            )
         wrong += [f for f in shapes.findings_of(load) if f[0] != "your model"]
-    intro = ("pretrained.py defines no get_weight_mapping (the course's template has none), so the mapping is "
-             "judged by what load_gpt2_weights loads")  # fmt: skip
+    intro = (
+        "pretrained.py defines no get_weight_mapping (the course's template has none), so the mapping is "
+        "judged by what load_gpt2_weights loads"
+    )
     if wrong:
         causes: dict[str, str] = {}
         for path, _, words in wrong:  # the primary checkpoint's first: its words name the mistake
             causes.setdefault(cause_key(path), f"{path} {words}")
-        return Verdict("failed", f"{intro}: {len(wrong)} attribute(s) got the wrong array (see the shapes tier).",
-                       causes=causes, facts={"judged_by": "loader"})  # fmt: skip
+        return Verdict(
+            "failed",
+            f"{intro}: {len(wrong)} attribute(s) got the wrong array (see the shapes tier).",
+            causes=causes,
+            facts={"judged_by": "loader"},
+        )
     return Verdict("passed", f"{intro}: every attribute got the right array.", facts={"judged_by": "loader"})
 
 
-def check_layers(num_layers: int, entries: dict[str, Entry], state: dict[str, np.ndarray]
-                 ) -> tuple[list[str], list[str], list[Finding]]:  # fmt: skip
+def check_layers(
+    num_layers: int, entries: dict[str, Entry], state: dict[str, np.ndarray]
+) -> tuple[list[str], list[str], list[Finding]]:
     """Problems with one layer count's mapping, the student exceptions met, and wrong attributes."""
     call = f"get_weight_mapping({num_layers})"
     hf_names = set(contract.hf_parameter_names(num_layers))
@@ -173,13 +194,16 @@ def check_layers(num_layers: int, entries: dict[str, Entry], state: dict[str, np
         hint = ""
         if unknown and any(("transformer." + u) in missing for u in unknown):
             hint = " (keys are spelled as state_dict() spells them, with the 'transformer.' prefix)"
-        problems.append(f"{call} misses {len(missing)} of the {len(required)} parameters, e.g. "
-                        f"{', '.join(missing[:3])}{hint}")  # fmt: skip
+        problems.append(
+            f"{call} misses {len(missing)} of the {len(required)} parameters, e.g. {', '.join(missing[:3])}{hint}"
+        )
     typos = _typos(unknown, missing)
     if unknown:
         near = "".join(f" ({key} looks like a typo of {name})" for key, name in list(typos.items())[:2])
-        problems.append(f"{call} has keys that GPT2LMHeadModel with {num_layers} layers does not have, e.g. "
-                        f"{', '.join(unknown[:3])}{near}")  # fmt: skip
+        problems.append(
+            f"{call} has keys that GPT2LMHeadModel with {num_layers} layers does not have, e.g. "
+            f"{', '.join(unknown[:3])}{near}"
+        )
     if not state:
         return problems, [], []
     expected = expected_attributes(state, num_layers)
@@ -196,8 +220,9 @@ def check_layers(num_layers: int, entries: dict[str, Entry], state: dict[str, np
             continue
         single_target = len(entry.targets) == 1
         if len(entry.targets) != len(entry.outputs) or (single_target and not entry.single and len(entry.outputs) > 1):
-            problems.append(f"{key}: the transform returns {len(entry.outputs)} array(s) for "
-                            f"{len(entry.targets)} target(s)")  # fmt: skip
+            problems.append(
+                f"{key}: the transform returns {len(entry.outputs)} array(s) for {len(entry.targets)} target(s)"
+            )
             continue
         for path, output in zip(entry.targets, entry.outputs, strict=True):
             received.setdefault(path, []).append((key, output))
@@ -208,18 +233,30 @@ def check_layers(num_layers: int, entries: dict[str, Entry], state: dict[str, np
     for path in expected:
         own = [s for s in received.get(path, []) if s[0] != "lm_head.weight"]
         if not own and source_of[path] in typo_of:
-            findings.append((path, "key_typo", f"is never loaded: the key {typo_of[source_of[path]]} is a typo of "
-                                               f"{source_of[path]}"))  # fmt: skip
+            findings.append(
+                (
+                    path,
+                    "key_typo",
+                    f"is never loaded: the key {typo_of[source_of[path]]} is a typo of {source_of[path]}",
+                )
+            )
         elif not own:
             findings.append((path, "unmapped", "is the target of no entry"))
         elif len(own) > 1:
-            findings.append((path, "mapped_twice", f"is the target of {len(own)} entries ({', '.join(k for k, _ in own)})"))
+            findings.append(
+                (path, "mapped_twice", f"is the target of {len(own)} entries ({', '.join(k for k, _ in own)})")
+            )
         else:
             got[path] = own[0][1]
     for key, value in received.get("token_embedding.weight", []):
-        if key == "lm_head.weight" and not (isinstance(value, np.ndarray) and value.shape == expected[
-                "token_embedding.weight"].shape and np.array_equal(value, expected["token_embedding.weight"])):  # fmt: skip
-            problems.append("lm_head.weight must map unchanged to token_embedding.weight (the head is tied) or be left out")
+        if key == "lm_head.weight" and not (
+            isinstance(value, np.ndarray)
+            and value.shape == expected["token_embedding.weight"].shape
+            and np.array_equal(value, expected["token_embedding.weight"])
+        ):
+            problems.append(
+                "lm_head.weight must map unchanged to token_embedding.weight (the head is tied) or be left out"
+            )
     for path in sorted(set(received) - set(expected)):
         if path == "lm_head.weight" or path.startswith("lm_head."):
             continue
@@ -244,8 +281,9 @@ def _typos(unknown: list[str], missing: list[str]) -> dict[str, str]:
     return out
 
 
-def _verdict(problems: list[str], errors: list[str], findings: list[tuple[str, Finding]],
-             layers: tuple[int, ...]) -> Verdict:  # fmt: skip
+def _verdict(
+    problems: list[str], errors: list[str], findings: list[tuple[str, Finding]], layers: tuple[int, ...]
+) -> Verdict:
     lines = list(dict.fromkeys(problems))
     by_count: dict[str, list[Finding]] = {}
     for count, finding in findings:
@@ -260,10 +298,20 @@ def _verdict(problems: list[str], errors: list[str], findings: list[tuple[str, F
     facts = {"layers_checked": list(layers), "wrong": sorted({f[0] for f in flat})[:64]}
     mistakes = mistake_keys(flat)
     if errors:
-        return Verdict("error", "\n".join(list(dict.fromkeys(errors))[:5] + ([bullet(lines)] if lines else [])),
-                       facts=facts, mistakes=mistakes, causes=causes)  # fmt: skip
+        return Verdict(
+            "error",
+            "\n".join(list(dict.fromkeys(errors))[:5] + ([bullet(lines)] if lines else [])),
+            facts=facts,
+            mistakes=mistakes,
+            causes=causes,
+        )
     if lines:
-        return Verdict("failed", "The weight mapping is wrong:\n" + bullet(lines), facts=facts, mistakes=mistakes,
-                       causes=causes)  # fmt: skip
-    return Verdict("passed", f"get_weight_mapping covers every parameter for {', '.join(map(str, layers))} and 48 "
-                             "layers, and every transform gives exactly the right array.", facts=facts)  # fmt: skip
+        return Verdict(
+            "failed", "The weight mapping is wrong:\n" + bullet(lines), facts=facts, mistakes=mistakes, causes=causes
+        )
+    return Verdict(
+        "passed",
+        f"get_weight_mapping covers every parameter for {', '.join(map(str, layers))} and 48 "
+        "layers, and every transform gives exactly the right array.",
+        facts=facts,
+    )

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from lab04_checks.contract import attribute_paths
 
+from .. import loading
 from ..diagnose import Finding, cause_key, compare_one, failure_hint, group_findings, mistake_keys
-from ..session import TIE, Deadline, Load, Session
+from ..loading import Load
+from ..session import TIE, Deadline, Session
 from .base import Verdict, bullet, missing_function
 
 NAME = "shapes"
@@ -45,10 +47,17 @@ def findings_of(load: Load) -> list[Finding]:
                 out.append(finding)
     out = _tie_findings(load) + out
     if load.dotted and any(kind == "never_loaded" for _, kind, _ in out):
-        out.insert(0, ("your model", "dotted_setattr", f"now has attributes whose names contain dots, e.g. "
-                    f"{load.dotted[0]!r} ({len(load.dotted)} such): setattr(model, 'blocks.0.attn.W_Q', value) makes "
-                    "one attribute with that whole name instead of reaching blocks[0].attn; follow the path one part "
-                    "at a time and set the last part"))
+        out.insert(
+            0,
+            (
+                "your model",
+                "dotted_setattr",
+                f"now has attributes whose names contain dots, e.g. "
+                f"{load.dotted[0]!r} ({len(load.dotted)} such): setattr(model, 'blocks.0.attn.W_Q', value) makes "
+                "one attribute with that whole name instead of reaching blocks[0].attn; follow the path one part "
+                "at a time and set the last part",
+            ),
+        )
     return out
 
 
@@ -61,10 +70,16 @@ def _tie_findings(load: Load) -> list[Finding]:
         return []
     before = load.before.get(TIE)
     if before is not None and before.sample and before.sample == head.sample:
-        return [(TIE, "untied_head", "still holds the random embedding GPTModel(...) started with: the loader gave "
-                                     "token_embedding.weight a new array and the tied head kept the old one "
-                                     "(the handout's pitfall 1). Copy into the existing array "
-                                     "(model.token_embedding.weight[...] = wte) or set lm_head.weight too")]  # fmt: skip
+        return [
+            (
+                TIE,
+                "untied_head",
+                "still holds the random embedding GPTModel(...) started with: the loader gave "
+                "token_embedding.weight a new array and the tied head kept the old one "
+                "(the handout's pitfall 1). Copy into the existing array "
+                "(model.token_embedding.weight[...] = wte) or set lm_head.weight too",
+            )
+        ]
     return [(TIE, "untied_head", "does not hold the token embedding: GPT-2's head is tied to wte")]
 
 
@@ -73,12 +88,15 @@ def notes_of(load: Load, dotted: bool = False) -> list[str]:
     notes = []
     returned = load.returned
     if returned is not None and returned.kind not in ("none",) and returned.handle != load.model:
-        unchanged = all(load.before.get(p) and load.before[p].sample == e.sample for p, e in load.after.items()
-                        if e.kind == "array")  # fmt: skip
+        unchanged = all(
+            load.before.get(p) and load.before[p].sample == e.sample for p, e in load.after.items() if e.kind == "array"
+        )
         if unchanged:
-            notes.append(f"load_gpt2_weights returned {returned.describe()} and left the model it was given "
-                         "unchanged: it must fill your_model in place (the course calls it without using what it "
-                         "returns)")  # fmt: skip
+            notes.append(
+                f"load_gpt2_weights returned {returned.describe()} and left the model it was given "
+                "unchanged: it must fill your_model in place (the course calls it without using what it "
+                "returns)"
+            )
     return notes
 
 
@@ -92,12 +110,15 @@ def run(session: Session, deadline: Deadline) -> Verdict:
     for name in session.load_order():
         if failures and failures[-1][0].kind in ("timeout", "crashed"):
             break  # the process is gone and the tier's time with it: the next checkpoint would fail the same way
-        load = session.load(name, deadline)
+        load = loading.load(session, name, deadline)
         expected = load.expected
         where = f"On the {name} checkpoint ({expected.shape.describe()})"
         if load.failure is not None:
-            hint = failure_hint(load.failure.raised.message if load.failure.raised else load.failure.text,
-                                load.failure.raised.type if load.failure.raised else "", expected.shape)  # fmt: skip
+            hint = failure_hint(
+                load.failure.raised.message if load.failure.raised else load.failure.text,
+                load.failure.raised.type if load.failure.raised else "",
+                expected.shape,
+            )
             failures.append((load.failure, f"{where}: {load.failure.text}" + (f" {hint}" if hint else "")))
             continue
         findings = findings_of(load)
@@ -122,8 +143,9 @@ def run(session: Session, deadline: Deadline) -> Verdict:
         key = cause_of(first)
         if key:
             causes[key] = first.text
-        return Verdict(status, "\n".join([text for _, text in failures] + sections), facts=facts, mistakes=mistakes,
-                       causes=causes)  # fmt: skip
+        return Verdict(
+            status, "\n".join([text for _, text in failures] + sections), facts=facts, mistakes=mistakes, causes=causes
+        )
     if any(f for f in all_findings):
         return Verdict("failed", "\n".join(sections), facts=facts, mistakes=mistakes, causes=causes)
     names = " and ".join(session.load_order())

@@ -15,6 +15,7 @@ import numpy as np
 from lab04_checks.contract import BLOCK_ATTRIBUTES
 
 from ...sandbox import protocol
+from .. import harness
 from ..session import Deadline, Session, Stop, failure_of
 from .base import Verdict, bullet, missing_function
 
@@ -24,16 +25,31 @@ LANE = "torch"  # the student process it talks to; tiers of the two lanes run si
 ZERO = 1e-6  # of the weight's scale: loading copies numbers
 # Words that name each part of a block, in the spellings students use (attribute and HuggingFace names).
 ALIASES = {
-    "ln1": ("ln1", "ln_1"), "ln2": ("ln2", "ln_2"), "ffn": ("ffn", "mlp"), "attn": ("attn", "attention"),
-    "W_Q": ("w_q", "wq", "q_proj", "query", "c_attn", "qkv"), "W_K": ("w_k", "wk", "k_proj", "key", "c_attn", "qkv"),
-    "W_V": ("w_v", "wv", "v_proj", "value", "c_attn", "qkv"), "W_O": ("w_o", "wo", "o_proj", "c_proj", "out"),
-    "b_Q": ("b_q", "bq", "c_attn", "qkv"), "b_K": ("b_k", "bk", "c_attn", "qkv"), "b_V": ("b_v", "bv", "c_attn", "qkv"),
-    "b_O": ("b_o", "bo", "c_proj", "out"), "W1": ("w1", "c_fc", "fc1", "fc"), "b1": ("b1", "c_fc", "fc1", "fc"),
-    "W2": ("w2", "c_proj", "fc2", "proj"), "b2": ("b2", "c_proj", "fc2", "proj"),
-    "gamma": ("gamma", "weight", "scale", "g"), "beta": ("beta", "bias", "shift", "b"),
-}  # fmt: skip
-OTHER_PARTS = {"ln1": ("ln2", "ln_2", "attn", "mlp", "ffn"), "ln2": ("ln1", "ln_1", "attn", "mlp", "ffn"),
-               "attn": ("ln1", "ln_1", "ln2", "ln_2", "mlp", "ffn"), "ffn": ("ln1", "ln_1", "ln2", "ln_2", "attn")}  # fmt: skip
+    "ln1": ("ln1", "ln_1"),
+    "ln2": ("ln2", "ln_2"),
+    "ffn": ("ffn", "mlp"),
+    "attn": ("attn", "attention"),
+    "W_Q": ("w_q", "wq", "q_proj", "query", "c_attn", "qkv"),
+    "W_K": ("w_k", "wk", "k_proj", "key", "c_attn", "qkv"),
+    "W_V": ("w_v", "wv", "v_proj", "value", "c_attn", "qkv"),
+    "W_O": ("w_o", "wo", "o_proj", "c_proj", "out"),
+    "b_Q": ("b_q", "bq", "c_attn", "qkv"),
+    "b_K": ("b_k", "bk", "c_attn", "qkv"),
+    "b_V": ("b_v", "bv", "c_attn", "qkv"),
+    "b_O": ("b_o", "bo", "c_proj", "out"),
+    "W1": ("w1", "c_fc", "fc1", "fc"),
+    "b1": ("b1", "c_fc", "fc1", "fc"),
+    "W2": ("w2", "c_proj", "fc2", "proj"),
+    "b2": ("b2", "c_proj", "fc2", "proj"),
+    "gamma": ("gamma", "weight", "scale", "g"),
+    "beta": ("beta", "bias", "shift", "b"),
+}
+OTHER_PARTS = {
+    "ln1": ("ln2", "ln_2", "attn", "mlp", "ffn"),
+    "ln2": ("ln1", "ln_1", "attn", "mlp", "ffn"),
+    "attn": ("ln1", "ln_1", "ln2", "ln_2", "mlp", "ffn"),
+    "ffn": ("ln1", "ln_1", "ln2", "ln_2", "attn"),
+}
 
 
 def names_weight(key: str, path: str) -> bool:
@@ -51,15 +67,21 @@ def names_weight(key: str, path: str) -> bool:
     names_leaf = any(a in tokens for a in leaves) or any(a in low for a in leaves if len(a) > 2)
     if names_leaf:
         return True
-    other_leaves = {alias for other, aliases in ALIASES.items() if other not in (leaf, part, "ln1", "ln2", "ffn", "attn")
-                    for alias in aliases if alias not in leaves}  # fmt: skip
+    other_leaves = {
+        alias
+        for other, aliases in ALIASES.items()
+        if other not in (leaf, part, "ln1", "ln2", "ffn", "attn")
+        for alias in aliases
+        if alias not in leaves
+    }
     return names_part and not any(a in tokens for a in other_leaves)  # a whole module or block
 
 
 def _call(session: Session, handle: int, hf: int, deadline: Deadline) -> dict[str, tuple[float, float | None]] | str:
     label = "analyze_weight_differences"
-    reply = session.torch.try_ask("call", {"fn": label, "args": [{"h": handle}, {"h": hf}], "label": label},
-                                  deadline, label, budget=1 << 20)  # fmt: skip
+    reply = session.torch.try_ask(
+        "call", {"fn": label, "args": [{"h": handle}, {"h": hf}], "label": label}, deadline, label, budget=1 << 20
+    )
     if not reply.ok:
         raise Stop(failure_of(reply, label, session.limits))
     result = protocol.desc(reply.fields.get("result"), "the result")
@@ -91,12 +113,12 @@ def run(session: Session, deadline: Deadline) -> Verdict:
     broken = dict(expected.attributes)
     broken[path] = (original + noise).astype(np.float32)
     true = float(np.max(np.abs(broken[path].astype(np.float64) - original)))
-    session.harness_class(deadline)  # first: it may restart the process, which would invalidate handles
-    hf, _ = session.hf(deadline)
-    correct = _call(session, session.harness(expected.attributes, deadline), hf, deadline)
+    harness.model_class(session, deadline)  # first: it may restart the process, which would invalidate handles
+    hf, _ = harness.hf_objects(session, deadline)
+    correct = _call(session, harness.model(session, expected.attributes, deadline), hf, deadline)
     if isinstance(correct, str):
         return Verdict("failed", correct)
-    wrong = _call(session, session.harness(broken, deadline), hf, deadline)
+    wrong = _call(session, harness.model(session, broken, deadline), hf, deadline)
     if isinstance(wrong, str):
         return Verdict("failed", wrong)
     lines = []
@@ -104,8 +126,10 @@ def run(session: Session, deadline: Deadline) -> Verdict:
         lines.append("analyze_weight_differences returned an empty dict for a loaded model")
     nonzero = [k for k, (m, _) in correct.items() if not abs(m) <= ZERO * max(1.0, float(np.max(np.abs(original))))]
     if nonzero:
-        lines.append(f"on a model holding exactly GPT-2's weights it reports differences for {', '.join(nonzero[:3])} "
-                     f"({', '.join(f'{correct[k][0]:.3g}' for k in nonzero[:3])}); they must be 0")  # fmt: skip
+        lines.append(
+            f"on a model holding exactly GPT-2's weights it reports differences for {', '.join(nonzero[:3])} "
+            f"({', '.join(f'{correct[k][0]:.3g}' for k in nonzero[:3])}); they must be 0"
+        )
     large = [k for k, (m, _) in wrong.items() if m > 1e-3 * true]
     if not large:
         lines.append(f"the grader perturbed {path} (max |diff| {true:.3g}) and no entry shows it")
@@ -115,8 +139,9 @@ def run(session: Session, deadline: Deadline) -> Verdict:
             lines.append(f"the grader perturbed only {path}, but the result also reports {', '.join(strangers[:3])}")
         best = max(wrong[k][0] for k in large)
         if not abs(best - true) <= 1e-3 * true + 1e-6:
-            lines.append(f"the grader perturbed {path} by at most {true:.4g}; the largest max_diff reported is "
-                         f"{best:.4g}")  # fmt: skip
+            lines.append(
+                f"the grader perturbed {path} by at most {true:.4g}; the largest max_diff reported is {best:.4g}"
+            )
         for key in large:
             mean = wrong[key][1]
             if mean is not None and not (0 <= mean <= wrong[key][0] + 1e-12):
@@ -124,7 +149,14 @@ def run(session: Session, deadline: Deadline) -> Verdict:
                 break
     facts = {"perturbed": path, "true_max_diff": true, "keys": list(wrong)[:60]}
     if lines:
-        return Verdict("failed", "analyze_weight_differences is wrong:\n" + bullet(lines), facts=facts,
-                       mistakes=[("weights", "analyze_weight_differences misreports a weight")])  # fmt: skip
-    return Verdict("passed", f"analyze_weight_differences gives 0 on a correct model and names {path} when the "
-                             "grader perturbs it.", facts=facts)  # fmt: skip
+        return Verdict(
+            "failed",
+            "analyze_weight_differences is wrong:\n" + bullet(lines),
+            facts=facts,
+            mistakes=[("weights", "analyze_weight_differences misreports a weight")],
+        )
+    return Verdict(
+        "passed",
+        f"analyze_weight_differences gives 0 on a correct model and names {path} when the grader perturbs it.",
+        facts=facts,
+    )

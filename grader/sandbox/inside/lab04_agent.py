@@ -70,8 +70,14 @@ class Agent:
     def send(self, message: dict) -> None:
         data = self._dumps(message, default=str).encode()
         if len(data) > MAX_MESSAGE:
-            data = self._dumps({"v": PROTOCOL, "id": message.get("id"), "status": "error",
-                                "error": {"message": "the reply was too large to send"}}).encode()  # fmt: skip
+            data = self._dumps(
+                {
+                    "v": PROTOCOL,
+                    "id": message.get("id"),
+                    "status": "error",
+                    "error": {"message": "the reply was too large to send"},
+                }
+            ).encode()
         self._send(data)
 
     def serve(self, layers: dict) -> None:
@@ -79,7 +85,7 @@ class Agent:
         self.send({"v": PROTOCOL, "event": "ready", "flavour": self.flavour, "layers": layers, "vm": _vm_bytes()})
         while True:
             try:
-                data, fds, flags, _ = socket.recv_fds(self.sock, MAX_MESSAGE + 1, 4)
+                data, fds, _flags, _ = socket.recv_fds(self.sock, MAX_MESSAGE + 1, 4)
             except OSError:
                 return
             if not data:
@@ -102,8 +108,10 @@ class Agent:
             except MemoryError:
                 reply.update(status="raised", error={"type": "MemoryError", "message": "ran out of memory"})
             except Exception as exc:  # noqa: BLE001 - the agent's own trouble: say it, keep serving
-                reply.update(status="error", error={"message": f"{type(exc).__name__}: {exc}",
-                                                    "traceback": traceback.format_exc(limit=8)})  # fmt: skip
+                reply.update(
+                    status="error",
+                    error={"message": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=8)},
+                )
             finally:
                 results.close()
                 inputs.close()
@@ -184,12 +192,18 @@ class Agent:
             items = [self.describe(v, results, depth + 1) for v in obj[:MAX_ITEMS]]
             return {"t": "tuple" if isinstance(obj, tuple) else "list", "items": items, "len": len(obj)}
         if depth < MAX_DEPTH and isinstance(obj, dict):
-            items = [[self.describe(k, None, MAX_DEPTH), self.describe(v, results, depth + 1)]
-                     for k, v in list(obj.items())[:MAX_ITEMS]]  # fmt: skip
+            items = [
+                [self.describe(k, None, MAX_DEPTH), self.describe(v, results, depth + 1)]
+                for k, v in list(obj.items())[:MAX_ITEMS]
+            ]
             return {"t": "dict", "items": items, "len": len(obj)}
         kind = "callable" if callable(obj) and not isinstance(obj, type) else "object"
-        return {"t": kind, "type": type(obj).__qualname__[:200], "module": str(type(obj).__module__)[:200],
-                "h": self.keep(obj)}  # fmt: skip
+        return {
+            "t": kind,
+            "type": type(obj).__qualname__[:200],
+            "module": str(type(obj).__module__)[:200],
+            "h": self.keep(obj),
+        }
 
     def _describe_array(self, array: np.ndarray, results: Results | None) -> dict:
         out = {"t": "array", "dtype": array.dtype.str, "shape": [int(n) for n in array.shape]}
@@ -219,8 +233,9 @@ class Agent:
             return out
         frames = traceback.extract_tb(exc.__traceback__)
         own = [f for f in frames if self._own(f.filename)]
-        out["frames"] = [[self._relative(f.filename), f.lineno, f.name[:100], (f.line or "").strip()[:300]]
-                         for f in own[-6:]]  # fmt: skip
+        out["frames"] = [
+            [self._relative(f.filename), f.lineno, f.name[:100], (f.line or "").strip()[:300]] for f in own[-6:]
+        ]
         if own:
             last = own[-1]
             out.update(file=self._relative(last.filename), line=last.lineno, code=(last.line or "").strip()[:300])
@@ -294,10 +309,15 @@ class Agent:
                     origin = "reference"
                 else:
                     origin = f"module {getattr(cls, '__module__', '?')}"[:200]
-                call = getattr(cls, "__call__", None)
+                call = cls.__call__ if callable(cls) else None  # the instances' call, for its signature
                 forward = getattr(cls, "forward", None)
-                out["model_class"] = {"origin": origin, "how": how, "init": _signature(cls),
-                                      "call": _signature(call), "forward": _signature(forward)}  # fmt: skip
+                out["model_class"] = {
+                    "origin": origin,
+                    "how": how,
+                    "init": _signature(cls),
+                    "call": _signature(call),
+                    "forward": _signature(forward),
+                }
                 break
         return out
 
@@ -315,16 +335,18 @@ class Agent:
         if existing is not None and os.path.realpath(getattr(existing, "__file__", "") or "") == os.path.realpath(path):
             module = existing
         else:
-            module = self.run_student(f"importing {self._relative(path) if how == 'file' else 'decoder.py'}",
-                                      _import_file, name, path)  # fmt: skip
+            module = self.run_student(
+                f"importing {self._relative(path) if how == 'file' else 'decoder.py'}", _import_file, name, path
+            )
         return getattr(module, "GPTModel", None)
 
     def op_new(self, request: dict, inputs: Inputs, results: Results) -> dict:
         """Build the model class (or the reference's) with the grader's keyword arguments."""
         cls = self.reference_class if request.get("cls") == "reference" else self.model_class
         if cls is None:
-            raise StudentError({"function": "GPTModel(...)", "type": "NameError",
-                                "message": "no GPTModel class was found"})  # fmt: skip
+            raise StudentError(
+                {"function": "GPTModel(...)", "type": "NameError", "message": "no GPTModel class was found"}
+            )
         kwargs = {str(k): self.argument(v, inputs) for k, v in request.get("kwargs", {}).items()}
         model = self.run_student("GPTModel(...)", cls, **kwargs)
         return {"result": self.describe(model, None)}
@@ -335,8 +357,13 @@ class Agent:
         if isinstance(target, str):
             fn = getattr(self.module, target, None)
             if not callable(fn):
-                raise StudentError({"function": target, "type": "AttributeError",
-                                    "message": f"the submission defines no function {target}"})  # fmt: skip
+                raise StudentError(
+                    {
+                        "function": target,
+                        "type": "AttributeError",
+                        "message": f"the submission defines no function {target}",
+                    }
+                )
         else:
             fn = self.get(target)
             for part in request.get("method", "").split(".") if request.get("method") else []:
@@ -418,8 +445,13 @@ class Agent:
         buffers: list[pickle.PickleBuffer] = []
         # Protocol 5 with out-of-band buffers: the arrays' bytes are written once, side by side, and the
         # torch-free process maps them instead of copying them again.
-        data = self.run_student("sending your model to the torch-free process", pickle.dumps, obj, protocol=5,
-                                buffer_callback=buffers.append)  # fmt: skip
+        data = self.run_student(
+            "sending your model to the torch-free process",
+            pickle.dumps,
+            obj,
+            protocol=5,
+            buffer_callback=buffers.append,
+        )
         stream = results.add_bytes(data)
         raw = []
         for buffer in buffers:
@@ -430,8 +462,9 @@ class Agent:
     def op_adopt(self, request: dict, inputs: Inputs, results: Results) -> dict:
         """Unpickle the model the torch process exported (in the torch-free process)."""
         mapping, stream, buffers = inputs.pickled()
-        model = self.run_student("receiving your model in the torch-free process", pickle.loads, stream,
-                                 buffers=buffers)  # fmt: skip
+        model = self.run_student(
+            "receiving your model in the torch-free process", pickle.loads, stream, buffers=buffers
+        )
         self.keep(mapping)  # the model's arrays live in it (a private copy-on-write mapping)
         return {"result": self.describe(model, None)}
 
@@ -577,8 +610,14 @@ class Results:
         plain = np.array(array, subok=False, order="C", copy=True)  # the base class: no overridden methods
         start = self.offset
         self._put(memoryview(plain).cast("B") if plain.size else memoryview(b""))
-        self.manifest.append({"dtype": plain.dtype.str, "shape": [int(n) for n in plain.shape],
-                              "offset": start, "nbytes": self.offset - start})  # fmt: skip
+        self.manifest.append(
+            {
+                "dtype": plain.dtype.str,
+                "shape": [int(n) for n in plain.shape],
+                "offset": start,
+                "nbytes": self.offset - start,
+            }
+        )
         return len(self.manifest) - 1
 
     def align(self, boundary: int) -> None:

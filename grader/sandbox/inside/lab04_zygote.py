@@ -30,9 +30,8 @@ INSIDE = os.path.dirname(os.path.abspath(__file__))
 
 def _preload(flavour: str, folders: list[str]) -> None:
     """The heavy imports, once, before any fork; and the harness's own objects for ``folders``."""
-    import numpy  # noqa: F401
-
     import lab04_agent
+    import numpy  # noqa: F401
 
     if flavour == "torch":
         import torch
@@ -43,12 +42,14 @@ def _preload(flavour: str, folders: list[str]) -> None:
         transformers.utils.logging.set_verbosity_error()
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
         for folder in folders:  # HuggingFace's model for the compare tiers, shared copy-on-write
-            lab04_agent.PRELOADED[folder] = (GPT2LMHeadModel.from_pretrained(folder).eval(),
-                                             GPT2Tokenizer.from_pretrained(folder))  # fmt: skip
+            lab04_agent.PRELOADED[folder] = (
+                GPT2LMHeadModel.from_pretrained(folder).eval(),
+                GPT2Tokenizer.from_pretrained(folder),
+            )
     else:
         # What the stand-ins import lazily, loaded now: without a private root, the student's user may not
         # be able to read the Python installation (one under /root, say) once it has dropped to it.
-        import importlib.abc  # noqa: F401
+        import importlib.abc
         import importlib.machinery  # noqa: F401
 
         from lab04_tokenizer import StandInTokenizer  # the torch-free tokenizer

@@ -137,8 +137,12 @@ def write_checkpoint(spec: CheckpointSpec, directory: Path) -> None:
     shutil.copyfile(merges, directory / "merges.txt")
     GPT2Tokenizer(str(directory / "vocab.json"), str(directory / "merges.txt")).save_pretrained(directory)
     weights = directory / WEIGHTS_FILE
-    marker = {"spec": asdict(spec), "recipe": RECIPE_VERSION, "weights_sha256": file_sha256(weights),
-              "weights_stat": [weights.stat().st_size, weights.stat().st_mtime_ns]}  # fmt: skip
+    marker = {
+        "spec": asdict(spec),
+        "recipe": RECIPE_VERSION,
+        "weights_sha256": file_sha256(weights),
+        "weights_stat": [weights.stat().st_size, weights.stat().st_mtime_ns],
+    }
     (directory / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
 
 

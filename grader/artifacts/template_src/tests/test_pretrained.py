@@ -37,8 +37,12 @@ from lab04_checks.contract import (
 )
 from lab04_checks.student import StudentError
 
-GPT2_SIZES = {"gpt2": (768, 12, 12), "gpt2-medium": (1024, 24, 16), "gpt2-large": (1280, 36, 20),
-              "gpt2-xl": (1600, 48, 25)}  # fmt: skip   # d_model, layers, heads: the README's table
+GPT2_SIZES = {
+    "gpt2": (768, 12, 12),
+    "gpt2-medium": (1024, 24, 16),
+    "gpt2-large": (1280, 36, 20),
+    "gpt2-xl": (1600, 48, 25),
+}  # d_model, layers, heads: the README's table
 WEIGHT_GROUPS = {
     "token_embedding": ("token_embedding.weight",),
     "pos_embedding": ("pos_embedding.weight",),
@@ -59,28 +63,46 @@ def test_gpt2_config(lab: Lab, name: str) -> None:
     """get_gpt2_config (given) knows the sizes of the four GPT-2 models."""
     d, layers, heads = GPT2_SIZES[name]
     config = lab.call("get_gpt2_config", lab.fn("get_gpt2_config"), name)
-    want = {"vocab_size": 50257, "d_model": d, "num_layers": layers, "num_heads": heads, "d_ff": 4 * d,
-            "max_seq_len": 1024}  # fmt: skip
-    wrong = {k: (config.get(k) if isinstance(config, dict) else None, v) for k, v in want.items()
-             if not isinstance(config, dict) or config.get(k) != v}  # fmt: skip
+    want = {
+        "vocab_size": 50257,
+        "d_model": d,
+        "num_layers": layers,
+        "num_heads": heads,
+        "d_ff": 4 * d,
+        "max_seq_len": 1024,
+    }
+    wrong = {
+        k: (config.get(k) if isinstance(config, dict) else None, v)
+        for k, v in want.items()
+        if not isinstance(config, dict) or config.get(k) != v
+    }
     if wrong:
-        pytest.fail(f"get_gpt2_config({name!r}): " + ", ".join(f"{k} is {got!r}, expected {v}" for k, (got, v)
-                                                                 in wrong.items()), pytrace=False)  # fmt: skip
+        pytest.fail(
+            f"get_gpt2_config({name!r}): "
+            + ", ".join(f"{k} is {got!r}, expected {v}" for k, (got, v) in wrong.items()),
+            pytrace=False,
+        )
 
 
 def test_create_gpt2_model(lab: Lab) -> None:
     """create_gpt2_model("gpt2") (given) builds GPT-2 small's architecture, with every attribute the grader reads."""
     model = lab.call("create_gpt2_model('gpt2')", lab.fn("create_gpt2_model"), "gpt2")
     shape = ModelShape(vocab_size=50257, d_model=768, num_layers=12, num_heads=12, d_ff=3072, max_seq_len=1024)
-    problems = [f"{k} is {getattr(model, k, None)!r}, expected {v}" for k, v in shape.constructor_kwargs().items()
-                if getattr(model, k, None) != v]  # fmt: skip
+    problems = [
+        f"{k} is {getattr(model, k, None)!r}, expected {v}"
+        for k, v in shape.constructor_kwargs().items()
+        if getattr(model, k, None) != v
+    ]
     if len(getattr(model, "blocks", [])) != 12:
         problems.append(f"it has {len(getattr(model, 'blocks', []))} blocks, expected 12")
     problems += lab.structure_problems(model, shape)
     del model  # 500 MB
     if problems:
-        lab.report(["model-structure"], "create_gpt2_model('gpt2') is not GPT-2 small:\n" + "\n".join(
-            f"  - {p}" for p in problems[:8]), "the model lacks attributes")  # fmt: skip
+        lab.report(
+            ["model-structure"],
+            "create_gpt2_model('gpt2') is not GPT-2 small:\n" + "\n".join(f"  - {p}" for p in problems[:8]),
+            "the model lacks attributes",
+        )
 
 
 def test_model_for_the_public_checkpoint(lab: Lab) -> None:
@@ -98,14 +120,15 @@ def test_weight_mapping(lab: Lab) -> None:
     for layers in (1, 2, 12):
         mapping = lab.call("get_weight_mapping", fn, layers)
         if not isinstance(mapping, dict):
-            pytest.fail(f"get_weight_mapping({layers}) returned a {type(mapping).__name__}, not a dict",
-                        pytrace=False)  # fmt: skip
+            pytest.fail(f"get_weight_mapping({layers}) returned a {type(mapping).__name__}, not a dict", pytrace=False)
         missing = [k for k in required_parameter_names(layers) if k not in mapping]
         known = set(hf_parameter_names(layers))
         unknown = [k for k in mapping if k not in known and not str(k).endswith(IGNORED_SUFFIXES)]
         if missing:
-            problems.append(f"get_weight_mapping({layers}) has no entry for {', '.join(missing[:4])}"
-                            + (f" and {len(missing) - 4} more" if len(missing) > 4 else ""))  # fmt: skip
+            problems.append(
+                f"get_weight_mapping({layers}) has no entry for {', '.join(missing[:4])}"
+                + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+            )
         if unknown:
             problems.append(f"get_weight_mapping({layers}) has keys GPT-2 does not: {', '.join(map(str, unknown[:4]))}")
     more, wrong = _transform_problems(lab, lab.call("get_weight_mapping", fn, lab.shape().num_layers))
@@ -113,7 +136,9 @@ def test_weight_mapping(lab: Lab) -> None:
     if problems or wrong:
         text = "get_weight_mapping is wrong:\n" + "\n".join(f"  - {p}" for p in problems[:10]) if problems else ""
         if wrong:
-            text += ("\n" if text else "") + "On the public checkpoint's tensors, get_weight_mapping's transforms give:\n"
+            text += (
+                "\n" if text else ""
+            ) + "On the public checkpoint's tensors, get_weight_mapping's transforms give:\n"
             text += wrong_lines(wrong)
         # The loader follows the mapping: the same mistakes in the loaded weights are this cause, reported here.
         keys = ["mapping", *sorted({f"weights:{kind}" for kind, _ in wrong.values()})]
@@ -152,8 +177,11 @@ def test_load_gpt2_weights(lab: Lab) -> None:
     """load_gpt2_weights(model, <the public checkpoint's folder>) runs (and fills the model it is given)."""
     model, _, returned = lab.loaded()
     if returned is not None and returned is not model and not hasattr(returned, "blocks"):
-        pytest.fail(f"load_gpt2_weights returned a {type(returned).__name__}: fill the model in place and return "
-                    "nothing, or the model", pytrace=False)  # fmt: skip
+        pytest.fail(
+            f"load_gpt2_weights returned a {type(returned).__name__}: fill the model in place and return "
+            "nothing, or the model",
+            pytrace=False,
+        )
 
 
 @pytest.mark.parametrize("group", list(WEIGHT_GROUPS))
@@ -169,8 +197,11 @@ def test_loaded_weights(lab: Lab, group: str) -> None:
     text += wrong_lines(problems)
     if returned is not None and returned is not model and all(k == "unchanged" for k, _ in problems.values()):
         text += "\nload_gpt2_weights returned another model and left the one it was given unchanged: fill it in place."
-    lab.report(sorted({f"weights:{kind}" for kind, _ in problems.values()}), text,
-               f"{group}: the same mistakes as an earlier weight group")  # fmt: skip
+    lab.report(
+        sorted({f"weights:{kind}" for kind, _ in problems.values()}),
+        text,
+        f"{group}: the same mistakes as an earlier weight group",
+    )
 
 
 # ---------------------------------------------------------------- the loaded model computes GPT-2
@@ -183,8 +214,11 @@ def test_embeddings(lab: Lab) -> None:
     ids = np.asarray(lab.data().inputs[2]["ids"], dtype=np.int64)
     tokens = lab.call("token_embedding(ids)", model.token_embedding, ids)
     if not (isinstance(tokens, np.ndarray) and np.array_equal(tokens, model.token_embedding.weight[ids])):
-        pytest.fail(f"token_embedding(ids) for ids of shape {ids.shape} should be token_embedding.weight[ids], of "
-                    f"shape {(*ids.shape, lab.shape().d_model)}", pytrace=False)  # fmt: skip
+        pytest.fail(
+            f"token_embedding(ids) for ids of shape {ids.shape} should be token_embedding.weight[ids], of "
+            f"shape {(*ids.shape, lab.shape().d_model)}",
+            pytrace=False,
+        )
     T = ids.shape[1]
     first = None
     for arg in (T, np.arange(T)):  # an int, as in Lab 03; as the grader does, an index array when the int is refused
@@ -196,10 +230,15 @@ def test_embeddings(lab: Lab) -> None:
     else:
         lab.stop(first)
     want = model.pos_embedding.weight[:T]
-    if not (isinstance(positions, np.ndarray) and positions.size == want.size
-            and np.array_equal(positions.reshape(want.shape), want)):  # fmt: skip
-        pytest.fail(f"pos_embedding({T}) should be the first {T} rows of pos_embedding.weight, of shape {want.shape}",
-                    pytrace=False)  # fmt: skip
+    if not (
+        isinstance(positions, np.ndarray)
+        and positions.size == want.size
+        and np.array_equal(positions.reshape(want.shape), want)
+    ):
+        pytest.fail(
+            f"pos_embedding({T}) should be the first {T} rows of pos_embedding.weight, of shape {want.shape}",
+            pytrace=False,
+        )
 
 
 @pytest.mark.parametrize("index", [0, 1, 2], ids=["1-token", "long", "batch"])
@@ -209,14 +248,16 @@ def test_logits(lab: Lab, index: int) -> None:
     item = lab.data().inputs[index]
     problem = lab.data().logits_problem(lab.logits(index), item)
     if problem:
-        lab.report(["logits"], f"on the {item['label']} input ({item['text']!r}), {problem}",
-                   "the logits are wrong")  # fmt: skip
+        lab.report(["logits"], f"on the {item['label']} input ({item['text']!r}), {problem}", "the logits are wrong")
     if index == 1:
         ids = np.asarray(item["ids"], dtype=np.int64)
         again = np.asarray(lab.forward(lab.loaded()[0], ids))
         if not np.array_equal(again, np.asarray(lab.logits(index))):
-            pytest.fail("two forward passes on the same ids gave different logits: no dropout at inference "
-                        "(build with dropout=0.0, call with training=False)", pytrace=False)  # fmt: skip
+            pytest.fail(
+                "two forward passes on the same ids gave different logits: no dropout at inference "
+                "(build with dropout=0.0, call with training=False)",
+                pytrace=False,
+            )
 
 
 # ---------------------------------------------------------------- your comparison functions
@@ -248,8 +289,11 @@ def _check_compare(lab: Lab, model: object, text: str) -> None:
     kwargs = {"atol": COURSE_ATOL} if accepts(fn, "atol") else {}
     result = lab.call("compare_outputs", fn, model, hf_model, tokenizer, text, **kwargs)
     if not (isinstance(result, tuple) and len(result) == 2):
-        lab.report(["compare:type"], f"compare_outputs returned {result!r:.80}, not a tuple (match, max_diff)",
-                   "compare_outputs returns no (match, max_diff)")  # fmt: skip
+        lab.report(
+            ["compare:type"],
+            f"compare_outputs returned {result!r:.80}, not a tuple (match, max_diff)",
+            "compare_outputs returns no (match, max_diff)",
+        )
     match, reported = result
     ids = np.asarray([tokenizer.encode(text, add_special_tokens=False)], dtype=np.int64)
     with torch.no_grad():
@@ -258,12 +302,19 @@ def _check_compare(lab: Lab, model: object, text: str) -> None:
     noise = 5 * logits_tolerance(float(np.max(np.abs(theirs))))
     number = float(reported) if isinstance(reported, (int, float, np.floating)) else None
     if number is None or not math.isclose(number, true, rel_tol=1e-3, abs_tol=noise):
-        lab.report(["compare:number"], f"compare_outputs(..., {text!r}) reports max_diff={reported!r}; the largest "
-                   f"absolute difference over all logits is {true:.3g}", "compare_outputs reports a wrong max_diff")  # fmt: skip
+        lab.report(
+            ["compare:number"],
+            f"compare_outputs(..., {text!r}) reports max_diff={reported!r}; the largest "
+            f"absolute difference over all logits is {true:.3g}",
+            "compare_outputs reports a wrong max_diff",
+        )
     atol = COURSE_ATOL if kwargs else 1e-5 * max(1.0, float(np.max(np.abs(theirs))))
     if (true <= 0.5 * atol and not match) or (true >= 2 * atol and match):
-        lab.report(["compare:verdict"], f"compare_outputs(..., {text!r}) says match={match!r} for max_diff={true:.3g} "
-                   f"(tolerance {atol:g})", "compare_outputs gives a wrong verdict")  # fmt: skip
+        lab.report(
+            ["compare:verdict"],
+            f"compare_outputs(..., {text!r}) says match={match!r} for max_diff={true:.3g} (tolerance {atol:g})",
+            "compare_outputs gives a wrong verdict",
+        )
 
 
 def test_analyze_weight_differences(lab: Lab) -> None:
@@ -273,11 +324,17 @@ def test_analyze_weight_differences(lab: Lab) -> None:
     result = lab.call("analyze_weight_differences", fn, lab.loaded()[0], lab.hf()[0])
     if not isinstance(result, dict) or not result:
         pytest.fail(f"analyze_weight_differences returned {result!r:.80}; expected a non-empty dict", pytrace=False)
-    bad = [f"{k}: {v!r:.60}" for k, v in result.items()
-           if not (isinstance(v, dict) and _number(v.get("max_diff")) is not None and _number(v.get("mean_diff")) is not None)]  # fmt: skip
+    bad = [
+        f"{k}: {v!r:.60}"
+        for k, v in result.items()
+        if not (
+            isinstance(v, dict) and _number(v.get("max_diff")) is not None and _number(v.get("mean_diff")) is not None
+        )
+    ]
     if bad:
-        pytest.fail("each value must be {'max_diff': number, 'mean_diff': number}; got " + "; ".join(bad[:3]),
-                    pytrace=False)  # fmt: skip
+        pytest.fail(
+            "each value must be {'max_diff': number, 'mean_diff': number}; got " + "; ".join(bad[:3]), pytrace=False
+        )
     nonzero = [f"{k} ({_number(v['max_diff']):.3g})" for k, v in result.items() if not _number(v["max_diff"]) <= 1e-6]
     if nonzero:
         pytest.fail("after a correct load every max_diff is 0, but: " + ", ".join(nonzero[:5]), pytrace=False)
@@ -291,13 +348,16 @@ def test_compare_intermediate_outputs(lab: Lab) -> None:
     ids = np.asarray(item["ids"], dtype=np.int64)
     result = lab.call("compare_intermediate_outputs", fn, lab.loaded()[0], lab.hf()[0], ids)
     if not isinstance(result, dict) or not result or any(_number(v) is None for v in result.values()):
-        pytest.fail(f"compare_intermediate_outputs returned {result!r:.100}; expected a dict of stage -> number",
-                    pytrace=False)  # fmt: skip
+        pytest.fail(
+            f"compare_intermediate_outputs returned {result!r:.100}; expected a dict of stage -> number", pytrace=False
+        )
     limit = 1e-3 * item["activation_scale"]
     big = [f"{k} ({_number(v):.3g})" for k, v in result.items() if not _number(v) <= limit]
     if big:
-        pytest.fail(f"the model matches GPT-2, so every stage should be near zero (<= {limit:.2g}), but: "
-                    + ", ".join(big[:5]), pytrace=False)  # fmt: skip
+        pytest.fail(
+            f"the model matches GPT-2, so every stage should be near zero (<= {limit:.2g}), but: " + ", ".join(big[:5]),
+            pytrace=False,
+        )
 
 
 def test_generate_text(lab: Lab) -> None:
@@ -309,16 +369,26 @@ def test_generate_text(lab: Lab) -> None:
     first = None
     for temperature in (0.0, 1e-6):  # as the grader: a tiny temperature when 0 raises
         try:
-            text = lab.code().call("generate_text", fn, model, tokenizer, spec["prompt"],
-                                   max_length=spec["max_length"], temperature=temperature)  # fmt: skip
+            text = lab.code().call(
+                "generate_text",
+                fn,
+                model,
+                tokenizer,
+                spec["prompt"],
+                max_length=spec["max_length"],
+                temperature=temperature,
+            )
             break
         except StudentError as error:
             first = first or error
     else:
         lab.stop(first)
     if text not in spec["accepted"]:
-        pytest.fail(f"generate_text({spec['prompt']!r}, max_length={spec['max_length']}, temperature=0) returned "
-                    f"{text!r:.200}; greedy GPT-2 gives {spec['expected']!r}", pytrace=False)  # fmt: skip
+        pytest.fail(
+            f"generate_text({spec['prompt']!r}, max_length={spec['max_length']}, temperature=0) returned "
+            f"{text!r:.200}; greedy GPT-2 gives {spec['expected']!r}",
+            pytrace=False,
+        )
 
 
 def _number(value: object) -> float | None:
@@ -327,4 +397,3 @@ def _number(value: object) -> float | None:
     if isinstance(value, np.ndarray) and value.size == 1:
         return float(value.reshape(-1)[0])
     return None
-

@@ -49,8 +49,11 @@ def inert_class(name: str) -> type:
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise NotAvailable(MESSAGE.format(what=name))
 
-    return type(name.rsplit(".", 1)[-1], (), {"__init__": refuse, "from_pretrained": staticmethod(refuse),
-                                               "__module__": name.rsplit(".", 1)[0]})  # fmt: skip
+    return type(
+        name.rsplit(".", 1)[-1],
+        (),
+        {"__init__": refuse, "from_pretrained": staticmethod(refuse), "__module__": name.rsplit(".", 1)[0]},
+    )
 
 
 class NoOp:
@@ -76,9 +79,9 @@ class _Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         self.prefixes = prefixes
 
     def find_spec(self, fullname: str, path: object = None, target: object = None) -> Any:
-        if "." in fullname and fullname.split(".")[0] in self.prefixes:
-            if importlib.machinery.PathFinder.find_spec(fullname, path) is None:
-                return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
+        own = "." in fullname and fullname.split(".")[0] in self.prefixes
+        if own and importlib.machinery.PathFinder.find_spec(fullname, path) is None:
+            return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
         return None
 
     def create_module(self, spec: Any) -> types.ModuleType:

@@ -1,0 +1,215 @@
+"""One run of the student's loader: build a model, load a checkpoint, read every attribute back, export it.
+
+The shapes tier judges what is read here; the later tiers use the exported model. Whole arrays
+cross only for attributes whose digest is wrong (for the diagnosis), within a budget.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from lab04_checks.contract import attribute_paths
+
+from ..sandbox import protocol
+from ..sandbox.protocol import Desc, ProtocolError, Reply
+from .session import TIE, Agent, Deadline, Failure, Session, Stop, failure_of
+from .truth import Expected
+
+FETCH_BYTES = 1 << 30  # at most this much of wrong attributes crosses for the diagnosis
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What one attribute path held, as the agent read it."""
+
+    kind: str  # array | tensor | object | missing
+    dtype: str = ""
+    shape: tuple[int, ...] = ()
+    digest: str = ""
+    sample: str = ""  # digest of a strided sample: enough to tell "unchanged since the model was built"
+    oid: int = 0
+    type_name: str = ""
+    error: str = ""
+    array: int | None = None
+
+
+def _entry(value: Any, what: str) -> Entry:
+    value = protocol.mapping(value, what, 12)
+    kind = value.get("t")
+    if kind not in ("array", "tensor", "object", "missing"):
+        raise ProtocolError(f"{what}: an unknown kind")
+    if kind == "missing":
+        return Entry("missing", error=protocol.text(value.get("error", ""), what, 400))
+    shape = tuple(protocol.integer(n, what, 0) for n in protocol.sequence(value.get("shape", []), what, 8))
+    digest, sample = value.get("digest", ""), value.get("sample", "")
+    for d in (digest, sample):
+        if d and (not isinstance(d, str) or len(d) != 64):
+            raise ProtocolError(f"{what}: a digest that is not sha256")
+    return Entry(
+        kind,
+        dtype=protocol.text(value.get("dtype", ""), what, 40),
+        shape=shape,
+        digest=digest,
+        sample=sample,
+        oid=protocol.integer(value.get("oid", 0), what, 0),
+        type_name=protocol.text(value.get("type", ""), what, 200),
+        array=protocol.integer(value.get("a"), what, 0, optional=True),
+    )
+
+
+@dataclass
+class Load:
+    """One run of the student's loader on one checkpoint, as the shapes tier and later tiers need it."""
+
+    expected: Expected
+    failure: Failure | None = None
+    before: dict[str, Entry] = field(default_factory=dict)
+    after: dict[str, Entry] = field(default_factory=dict)
+    returned: Desc | None = None
+    model: int = 0  # the model's handle in the torch process
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)  # attributes whose digest differs
+    blob: int = -1  # the pickled model: a sealed memfd holding its stream and its out-of-band buffers
+    blob_blocks: list[dict] = field(default_factory=list)
+    blob_problem: str = ""
+    process_start: int = 0  # which start of the torch process holds ``model``
+    dotted: list[str] = field(default_factory=list)  # attribute names with a dot (setattr with a whole path)
+
+
+def read(
+    agent: Agent,
+    handle: int,
+    paths: list[str],
+    deadline: Deadline,
+    what: str,
+    full: list[str] = (),
+    budget: int = 0,
+    dotted: bool = False,
+    digests: bool = True,
+    sample: bool = False,
+) -> tuple[dict[str, Entry], Reply]:
+    request = {"h": handle, "paths": paths, "full": list(full), "dotted": dotted, "digests": digests, "sample": sample}
+    reply = agent.ask("read", request, deadline, what, budget=budget)
+    try:
+        values = protocol.mapping(reply.fields.get("values"), "the values", len(paths) + 1)
+        protocol.exactly_keys(values, paths, "the values")
+        return {p: _entry(values[p], p) for p in paths}, reply
+    except ProtocolError as exc:
+        raise Stop(Failure("protocol", f"{what}: the reply cannot be used ({exc})")) from None
+
+
+def load(session: Session, name: str, deadline: Deadline) -> Load:
+    """Build a model, run the student's loader on checkpoint ``name``, read back every attribute, export it.
+
+    Kept for later tiers, failures included (a loader that hung once is not run again)."""
+    if name in session.loads:
+        return session.loads[name]
+    expected = session.checkpoints[name]
+    load = session.loads[name] = Load(expected)
+    paths = [*attribute_paths(expected.shape.num_layers), TIE]
+    try:
+        agent = session.torch
+        imported = agent.ready(deadline)
+        if not imported.has("load_gpt2_weights"):
+            raise Stop(Failure("raised", "pretrained.py does not define a function named load_gpt2_weights"))
+        load.model = session.new_model(agent, name, deadline)
+        load.process_start = agent.process.starts
+        load.before, _ = read(
+            agent, load.model, paths, deadline, "reading the new model's attributes", digests=False, sample=True
+        )
+        reply = agent.ask(
+            "call",
+            {
+                "fn": "load_gpt2_weights",
+                "args": [{"h": load.model}, {"v": agent.checkpoint_path(name)}],
+                "label": "load_gpt2_weights",
+                "arrays": False,
+            },
+            deadline,
+            "load_gpt2_weights",
+        )
+        load.returned = protocol.desc(reply.fields.get("result"), "what load_gpt2_weights returned")
+        load.after, reply = read(
+            agent, load.model, paths, deadline, "reading the loaded attributes", dotted=True, sample=True
+        )
+        load.dotted = [
+            protocol.text(n, "a name", 200)
+            for n in protocol.sequence(reply.fields.get("dotted", []), "dotted names", 20)
+        ]
+        wrong = [p for p in paths[:-1] if load.after[p].digest != expected.digests[p]]
+        load.arrays = _fetch(session, agent, load, wrong, deadline)
+        _export(session, agent, load, deadline)
+    except Stop as stop:
+        load.failure = stop.failure
+    except ProtocolError as exc:
+        load.failure = Failure("protocol", f"load_gpt2_weights: the reply cannot be used ({exc})")
+    return load
+
+
+def _fetch(session: Session, agent: Agent, load: Load, wrong: list[str], deadline: Deadline) -> dict[str, np.ndarray]:
+    """The whole arrays of wrong attributes (for the diagnosis), as many as the budget allows."""
+    expected = load.expected.attributes
+    chosen, total = [], 0
+    for path in wrong:
+        entry = load.after[path]
+        if entry.kind not in ("array", "tensor") or not entry.dtype:
+            continue
+        size = int(np.prod(entry.shape, dtype=np.float64)) * np.dtype(entry.dtype).itemsize
+        if total + size > max(FETCH_BYTES, 2 * sum(a.nbytes for a in expected.values())) // 2:
+            break
+        chosen.append(path)
+        total += size
+    if not chosen:
+        return {}
+    entries, reply = read(
+        agent, load.model, chosen, deadline, "reading the wrong attributes", full=chosen, budget=total + (1 << 16)
+    )
+    out = {}
+    for path in chosen:
+        if entries[path].array is not None:
+            array = reply.array(entries[path].array, path)
+            if array.dtype.str == entries[path].dtype and array.shape == entries[path].shape:
+                out[path] = array
+    return out
+
+
+def _export(session: Session, agent: Agent, load: Load, deadline: Deadline) -> None:
+    """Pickle the loaded model for the torch-free process (kept as a sealed memfd)."""
+    nbytes = sum(a.nbytes for a in load.expected.attributes.values())
+    reply = agent.try_ask(
+        "export",
+        {"h": load.model},
+        deadline,
+        "sending your model to the torch-free process",
+        budget=3 * nbytes + (64 << 20),
+    )
+    if not reply.ok:
+        load.blob_problem = failure_of(reply, "pickling your model for the torch-free process", session.limits).text
+        if reply.status in ("timeout", "crashed"):
+            raise Stop(failure_of(reply, "pickling your model", session.limits))
+        return
+    torch_paths = reply.fields.get("torch_paths")
+    if torch_paths:
+        paths = [protocol.text(p, "a path", 200) for p in protocol.sequence(torch_paths, "torch paths", 20)]
+        load.blob_problem = (
+            f"your model holds torch tensors ({', '.join(paths[:4])}): the forward pass must "
+            "run on NumPy arrays; convert with .detach().numpy() while loading"
+        )
+        return
+    blocks = reply.bulk.blocks if reply.bulk else []
+    indices = [
+        protocol.integer(reply.fields.get("blob"), "the model", 0, len(blocks) - 1),
+        *(
+            protocol.integer(i, "a buffer", 0, len(blocks) - 1)
+            for i in protocol.sequence(reply.fields.get("buffers", []), "the buffers", 1 << 16)
+        ),
+    ]
+    load.blob_blocks = [
+        {"dtype": "|u1", "shape": [blocks[i].nbytes], "offset": blocks[i].offset, "nbytes": blocks[i].nbytes}
+        for i in indices
+    ]
+    load.blob = os.dup(reply.bulk.fd)
+    reply.close()
