@@ -9,22 +9,30 @@ NumPy nor torch until a command needs them, so ``grade --help`` is quick.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
 
 from . import __version__, defaults
-from .config import DEFAULT_POINTS_FILE, GradeConfig, load_points
+from .config import GradeConfig
+from .console import BatchProgress, print_progress, print_summary
 from .errors import ConfigError, GraderError
-from .outputs.report import VISIBILITIES, Presentation
-from .sandbox.limits import Limits
-
-STATUS_COLOURS = {"passed": "green", "failed": "red", "error": "red", "timeout": "yellow", "skipped": "yellow"}
+from .options import (
+    BATCH_OPTIONS,
+    BUNDLE_GRADING,
+    BUNDLE_OPTIONS,
+    GRADING_OPTIONS,
+    PRESENTATION_OPTIONS,
+    make_config,
+    make_presentation,
+    options,
+)
+from .outputs.report import Presentation
 
 
 class DefaultGroup(click.Group):
@@ -34,6 +42,26 @@ class DefaultGroup(click.Group):
         if args and args[0] not in self.commands and args[0] not in ("-h", "--help", "--version"):
             args = ["run", *args]
         return super().parse_args(ctx, args)
+
+
+@contextmanager
+def exit_codes(doing: str | None = None) -> Iterator[None]:
+    """Turn the grader's own exceptions into exit codes: 2 for bad usage, 1 when it cannot work.
+
+    ``doing`` names the action an ``OSError`` interrupts ("write the report to r.json"); without
+    it an ``OSError`` is a bug and keeps its traceback.
+    """
+    try:
+        yield
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    except GraderError as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        if doing is None:
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise click.ClickException(f"cannot {doing}: {exc.strerror or exc}{where}") from None
 
 
 @click.group(cls=DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -62,243 +90,6 @@ def main() -> None:
     """
 
 
-def _option(*names: str, **kwargs: Any) -> Callable:
-    decorator = click.option(*names, **kwargs)
-    decorator.names = names  # type: ignore[attr-defined] - so that ``pick`` can reuse it by name
-    return decorator
-
-
-def pick(group: tuple[Callable, ...], *names: str) -> tuple[Callable, ...]:
-    """The options of ``group`` called ``names`` (another command shares them, still declared once)."""
-    chosen = tuple(o for o in group if o.names[0] in names)  # type: ignore[attr-defined]
-    assert len(chosen) == len(names), f"unknown option among {names}"
-    return chosen
-
-
-GRADING_OPTIONS = (
-    _option(
-        "--model",
-        "-m",
-        default=defaults.MODEL,
-        show_default=True,
-        metavar="NAME_OR_DIR",
-        help="Checkpoint to grade against: a built-in one (tiny, wide, small, medium, large), a local "
-        "HuggingFace folder, or a hub name such as gpt2 (needs the hub or its cache).",
-    ),
-    _option(
-        "--second-model",
-        default=defaults.SECOND_MODEL,
-        show_default=True,
-        metavar="NAME_OR_DIR|none",
-        help="A second checkpoint of another depth and width, for loaders hard-wired to 12 x 768; 'none' to skip.",
-    ),
-    _option(
-        "--function-model",
-        default=defaults.FUNCTION_MODEL,
-        show_default=True,
-        metavar="NAME_OR_DIR",
-        help="The small checkpoint the compare, intermediate and weights tiers test functions on.",
-    ),
-    _option(
-        "--checkpoint-dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        default=None,
-        help="Where built-in checkpoints live [default: $LAB04_CHECKPOINT_DIR or ~/.cache/lab04/checkpoints].",
-    ),
-    _option(
-        "--points",
-        type=click.Path(exists=True, dir_okay=False, path_type=Path),
-        default=None,
-        help=f"TOML file of points per tier (defaults: {DEFAULT_POINTS_FILE.name}, summing to 100).",
-    ),
-    _option(
-        "--timeout",
-        type=click.FloatRange(min=1),
-        default=defaults.TIMEOUT_S,
-        show_default=True,
-        help="Wall-clock seconds each tier may take.",
-    ),
-    _option(
-        "--memory-mb",
-        type=click.IntRange(min=256),
-        default=defaults.MEMORY_MB,
-        show_default=True,
-        help="Address-space limit of each student process (torch alone takes about 900 MB of it).",
-    ),
-    _option(
-        "--threads",
-        type=click.IntRange(min=1),
-        default=defaults.THREADS,
-        show_default=True,
-        help="BLAS/OpenMP threads in each student process.",
-    ),
-    _option(
-        "--processes",
-        type=click.IntRange(min=8),
-        default=defaults.PROCESSES,
-        show_default=True,
-        help="Processes and threads the student's user may have.",
-    ),
-    _option(
-        "--output-kb",
-        type=click.IntRange(min=1),
-        default=defaults.OUTPUT_KB,
-        show_default=True,
-        help="Stdout and stderr kept from each student process, each; the rest is dropped.",
-    ),
-    _option(
-        "--scratch-mb",
-        type=click.IntRange(min=1),
-        default=defaults.SCRATCH_MB,
-        show_default=True,
-        help="Size of each student process's private /tmp.",
-    ),
-    _option(
-        "--sandbox-uid",
-        type=click.IntRange(min=1),
-        default=None,
-        help=f"The unprivileged uid student code runs as when the grader is root [one per run from "
-        f"{defaults.UID_RANGE[0]}-{defaults.UID_RANGE[1] - 1}].",
-    ),
-    _option(
-        "--no-isolation",
-        is_flag=True,
-        help="Run student code without namespaces, a private root or a user of its own (debugging only).",
-    ),
-    _option(
-        "--require-isolation",
-        is_flag=True,
-        help="Make a missing isolation layer a grader error (exit 1) instead of a note in the report.",
-    ),
-    _option("--seed", type=int, default=None, help="Seed of the inputs, to replay a run (the report records it)."),
-    _option("--keep-workdir", is_flag=True, help="Keep the temporary folder (submission copy, logs) for debugging."),
-    _option("--quiet", "-q", is_flag=True, help="Print nothing but errors; the report is still written."),
-)
-BATCH_OPTIONS = (
-    _option(
-        "--jobs",
-        "-j",
-        type=click.IntRange(min=1),
-        default=None,
-        help="Batch mode: submissions graded at once [1], capped by the memory available.",
-    ),
-    _option(
-        "--force",
-        is_flag=True,
-        help="Batch mode: regrade every submission, even with a current report or a changed configuration.",
-    ),
-)
-
-
-def _tier_visibility(
-    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
-) -> tuple[tuple[str, str], ...]:
-    """``TIER=VIS`` pairs, checked against the tiers and Gradescope's visibilities."""
-    if not values:
-        return ()
-    from .grading.tiers import TIER_NAMES
-
-    pairs: dict[str, str] = {}
-    for value in values:
-        tier, _, visibility = value.partition("=")
-        if tier not in TIER_NAMES or visibility not in VISIBILITIES:
-            raise click.BadParameter(
-                f"{value!r}: expected TIER=VISIBILITY with TIER one of {', '.join(TIER_NAMES)} "
-                f"and VISIBILITY one of {', '.join(VISIBILITIES)}",
-                ctx,
-                param,
-            )
-        pairs[tier] = visibility
-    return tuple(pairs.items())
-
-
-_VISIBILITY = click.Choice(VISIBILITIES)
-PRESENTATION_OPTIONS = (
-    _option(
-        "--output-format",
-        type=click.Choice(["text", "md"]),
-        default="text",
-        show_default=True,
-        help="Gradescope: how the feedback is rendered, plain text or Markdown.",
-    ),
-    _option(
-        "--visibility",
-        type=_VISIBILITY,
-        default="visible",
-        show_default=True,
-        help="Gradescope: who sees each tier's test and when, unless --tier-visibility says otherwise.",
-    ),
-    _option(
-        "--tier-visibility",
-        multiple=True,
-        metavar="TIER=VIS",
-        callback=_tier_visibility,
-        help="Gradescope: one tier's visibility, e.g. generate=after_due_date (repeatable).",
-    ),
-    _option(
-        "--stdout-visibility",
-        type=_VISIBILITY,
-        default="hidden",
-        show_default=True,
-        help="Gradescope: whether students see the autograder's own output (the grader's log).",
-    ),
-    _option(
-        "--leaderboard",
-        is_flag=True,
-        help="Gradescope: add a leaderboard column, the logits tier's max |diff| (smaller is better).",
-    ),
-)
-
-
-def options(*groups: tuple[Callable, ...]) -> Callable:
-    """Apply option groups to a command (each option declared once above)."""
-
-    def apply(command: Callable) -> Callable:
-        for group in reversed(groups):
-            for option in reversed(group):
-                command = option(command)
-        return command
-
-    return apply
-
-
-def make_config(submission: Path, out: Path, **o: Any) -> GradeConfig:
-    """The frozen configuration from the command line's grading options."""
-    return GradeConfig(
-        submission=submission,
-        out=out,
-        model=o["model"],
-        second_model=None if o["second_model"].lower() == "none" else o["second_model"],
-        function_model=o["function_model"],
-        checkpoint_dir=o["checkpoint_dir"],
-        points=load_points(o["points"]),
-        limits=Limits(
-            timeout=o["timeout"],
-            memory_bytes=o["memory_mb"] << 20,
-            threads=o["threads"],
-            processes=o["processes"],
-            output_bytes=o["output_kb"] << 10,
-            scratch_bytes=o["scratch_mb"] << 20,
-            isolate=not o["no_isolation"],
-            require_isolation=o["require_isolation"],
-            uid=o["sandbox_uid"],
-        ),
-        keep_workdir=o["keep_workdir"],
-        seed=o["seed"],
-    )
-
-
-def make_presentation(**o: Any) -> Presentation:
-    """How Gradescope shows the report, from the presentation options."""
-    return Presentation(
-        output_format=o["output_format"],
-        visibility=o["visibility"],
-        stdout_visibility=o["stdout_visibility"],
-        tier_visibility=tuple(o["tier_visibility"]),
-        leaderboard=o["leaderboard"],
-    )
-
-
 def _check_writable(out: Path) -> None:
     parent = out.resolve().parent
     if not parent.is_dir():
@@ -307,35 +98,6 @@ def _check_writable(out: Path) -> None:
         raise GraderError(f"cannot write the report to {out}: it is a folder")
     if not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
         raise GraderError(f"cannot write the report to {out}: permission denied")
-
-
-def _print_progress(result: Any) -> None:
-    colour = STATUS_COLOURS.get(result.status)
-    click.echo(
-        f"  {result.name:<12} " + click.style(f"{result.status:<8}", fg=colour) + f" {result.seconds:5.1f} s", err=True
-    )
-
-
-def print_summary(report: Any, out: Path) -> None:
-    """A short table: one line per tier, the first line of its feedback."""
-    from .text import clean
-
-    width = shutil.get_terminal_size((100, 20)).columns
-    model = report.models.get("primary", {}).get("source", "?")
-    click.echo(f"\nLab 04: {report.score:g}/{report.max_score:g} points  (model: {model}; GPTModel: {report.decoder})")
-    if report.start_here:
-        click.echo(clean(f"Start here: {report.start_here}", 400))
-    click.echo(f"  {'tier':<12} {'status':<8} {'points':>7}  detail")
-    for t in report.tiers:
-        lines = clean(t.detail, 20_000).splitlines() or [""]
-        first = lines[0]
-        if first.endswith(":") and len(lines) > 1:  # a heading: show what it announces
-            first = f"{first} {lines[1].lstrip(' -')}"
-        room = max(20, width - 35)
-        first = first if len(first) <= room else first[: room - 3] + "..."
-        status = click.style(f"{t.status:<8}", fg=STATUS_COLOURS.get(t.status))
-        click.echo(f"  {t.name:<12} {status} {t.score:>3g}/{t.max_score:<3g}  {first}")
-    click.echo(f"Report written to {out} ({report.execution_time:.1f} s). Full feedback is in each test's output.")
 
 
 @main.command("run")
@@ -373,7 +135,7 @@ def run(
     """
     from .grading.batch import looks_like_class
 
-    try:
+    with exit_codes(f"write the report to {out}"):
         config = make_config(submission, out, quiet=quiet, **grading)
         presentation = make_presentation(**grading)
         single = out.suffix == ".json"
@@ -389,15 +151,9 @@ def run(
             click.echo(f"Grading {submission} against {config.model} ...", err=True)
         from .grading.engine import grade
 
-        report = grade(config, progress=None if quiet else _print_progress)
+        report = grade(config, progress=None if quiet else print_progress)
         report.presentation = presentation
         _write(report, out, report_format)
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
-    except GraderError as exc:
-        raise click.ClickException(str(exc)) from None
-    except OSError as exc:
-        raise click.ClickException(f"cannot write the report to {out}: {exc.strerror or exc}") from None
     if not quiet:
         print_summary(report, out)
 
@@ -432,7 +188,7 @@ def _run_batch(config: GradeConfig, jobs: int, force: bool, quiet: bool, only: t
     batch = BatchConfig(config.submission, config.out, config, jobs=allowed, force=force, only=only)
     total = len(only) if only else len(discover(config.submission))
     previous = State(config.out / ".batch-state.json").mean_seconds() if config.out.is_dir() else None
-    reporter = _BatchProgress(total, allowed, previous, quiet)
+    reporter = BatchProgress(total, allowed, previous, quiet)
     outcomes = run_batch(batch, progress=reporter)
     failed = [f"{o.name}: {o.message}" for o in outcomes if o.status == "failed"]
     gradebook, html = build_class_summary(config.out, config.submission)
@@ -443,38 +199,6 @@ def _run_batch(config: GradeConfig, jobs: int, force: bool, quiet: bool, only: t
         click.echo(f"  grader failure: {line}", err=True)
     click.echo(class_result(load_rows(config.out)))
     click.echo(f"Reports in {config.out}; gradebook {gradebook}; summary {html}")
-
-
-class _BatchProgress:
-    """One line per student when not on a terminal; a bar with an ETA from measured times on one."""
-
-    def __init__(self, total: int, jobs: int, mean: float | None, quiet: bool):
-        self.total, self.jobs, self.mean, self.quiet = total, jobs, mean, quiet
-        self.done, self.graded_seconds, self.graded = 0, 0.0, 0
-        self.started = time.monotonic()
-        self.tty = sys.stderr.isatty()
-
-    def __call__(self, outcome: Any) -> None:
-        self.done += 1
-        if outcome.status == "graded":
-            self.graded += 1
-            self.graded_seconds += outcome.seconds
-        if self.quiet:
-            return
-        mean = self.graded_seconds / self.graded if self.graded else self.mean
-        left = "?" if mean is None else f"{mean * (self.total - self.done) / self.jobs:.0f} s"
-        score = "" if outcome.score is None else f" {outcome.score:g}"
-        line = (
-            f"[{self.done}/{self.total}] {outcome.name}: {outcome.status}{score} ({outcome.seconds:.1f} s); ETA {left}"
-        )
-        if self.tty:
-            click.echo(
-                "\r" + line[: shutil.get_terminal_size((100, 20)).columns - 1].ljust(60),
-                err=True,
-                nl=self.done == self.total,
-            )
-        else:
-            click.echo(line, err=True)
 
 
 @main.command("regrade")
@@ -489,13 +213,9 @@ def regrade(reports_dir: Path, names: tuple[str, ...], quiet: bool, **grading: A
     state = State(reports_dir / STATE_FILE)
     if not state.source:
         raise click.UsageError(f"{reports_dir} has no {STATE_FILE}: it is not the folder of a batch run")
-    try:
+    with exit_codes():
         config = make_config(Path(state.source), reports_dir, quiet=quiet, **grading)
         _run_batch(config, defaults.JOBS, False, quiet, only=names)
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
-    except GraderError as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 @main.command("summary")
@@ -540,16 +260,12 @@ def summary(
         raise click.UsageError(f"--submissions {submissions} is not a folder")
     if canvas is not None and not (assignment or "").strip():
         raise click.UsageError("--canvas needs --assignment: the name of the Canvas assignment column")
-    try:
+    with exit_codes("write the summary"):
         data = load_class(reports_dir, submissions, roster)
         written = list(write_outputs(data))
         if canvas is not None:
             data.warnings += write_canvas(data.rows, canvas, (assignment or "").strip())
             written.append(canvas)
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
-    except OSError as exc:
-        raise click.ClickException(f"cannot write the summary: {exc.strerror or exc} ({exc.filename})") from None
     for warning in data.warnings:
         click.echo(f"warning: {warning}", err=True)
     for path in written:
@@ -643,41 +359,6 @@ def gradescope() -> None:
     """Build the Gradescope autograder bundle."""
 
 
-BUNDLE_OPTIONS = (
-    _option(
-        "--out",
-        "-o",
-        type=click.Path(dir_okay=False, path_type=Path),
-        default=Path("autograder.zip"),
-        show_default=True,
-        help="The zip to upload to Gradescope.",
-    ),
-    _option("--revision", default=None, metavar="COMMIT", help="For a hub --model: the commit to download."),
-    _option("--sha256", default=None, metavar="HASH", help="For a hub --model: the sha256 of its model.safetensors."),
-    _option("--second-revision", default=None, metavar="COMMIT", help="For a hub --second-model."),
-    _option("--second-sha256", default=None, metavar="HASH", help="For a hub --second-model."),
-    _option(
-        "--deadline",
-        type=click.IntRange(min=60),
-        default=540,
-        show_default=True,
-        help="Seconds after which run_autograder stops the grader and reports the failure itself; keep it "
-        "below the assignment's time-out on Gradescope (10 minutes by default).",
-    ),
-)
-BUNDLE_GRADING = pick(
-    GRADING_OPTIONS,
-    "--model",
-    "--second-model",
-    "--function-model",
-    "--checkpoint-dir",
-    "--points",
-    "--timeout",
-    "--memory-mb",
-    "--threads",
-)
-
-
 @gradescope.command("build")
 @options(BUNDLE_OPTIONS, BUNDLE_GRADING, PRESENTATION_OPTIONS)
 def gradescope_build(out: Path, **o: Any) -> None:
@@ -691,7 +372,7 @@ def gradescope_build(out: Path, **o: Any) -> None:
     """
     from .artifacts.gradescope import build_bundle, bundle_config
 
-    try:
+    with exit_codes():
         config = bundle_config(
             out,
             presentation=make_presentation(**o),
@@ -715,10 +396,6 @@ def gradescope_build(out: Path, **o: Any) -> None:
             },
         )
         entries = build_bundle(config)
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
-    except GraderError as exc:
-        raise click.ClickException(str(exc)) from None
     for role, pin in (
         ("model", config.model),
         ("second model", config.second_model),

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 # Bump when the weight recipe changes, so that cached checkpoints are rebuilt.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2  # 2: embeddings at std 0.1 (was 0.3), so that LayerNorm's eps shows
 MARKER = "lab04-checkpoint.json"
 WEIGHTS_FILE = "model.safetensors"
 OTHER_FILES = ("config.json", "vocab.json", "merges.txt", "tokenizer_config.json", "tokenizer.json")
@@ -68,9 +68,12 @@ def random_state_dict(spec: CheckpointSpec) -> dict[str, np.ndarray]:
         # Gains spread over [0.5, 2] and shifts over [-1, 1]: skipping either is visible.
         return {f"{prefix}.weight": uniform((d,), 0.5, 2.0), f"{prefix}.bias": uniform((d,), -1.0, 1.0)}
 
+    # Embeddings of std 0.1: the first LayerNorm's input has a variance near 0.02, where eps = 1e-5
+    # moves its output by about 2.5e-4 relative, so sqrt(var) + eps or no eps at all lands at 20 x
+    # the logits tolerance or more (at std 0.3 it was 1 to 3 x: a verdict that could flip with the input).
     state = {
-        "transformer.wte.weight": normal((spec.vocab_size, d), 0.3),
-        "transformer.wpe.weight": normal((spec.n_positions, d), 0.3),
+        "transformer.wte.weight": normal((spec.vocab_size, d), 0.1),
+        "transformer.wpe.weight": normal((spec.n_positions, d), 0.1),
     }
     for i in range(spec.n_layer):
         h = f"transformer.h.{i}"

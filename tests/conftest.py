@@ -24,7 +24,7 @@ REFERENCE = REPO / "reference"
 SEED = 1  # the inputs' seed in tests, so that a run is reproducible
 ALL_PASS = dict.fromkeys(TIER_NAMES, "passed")
 # Run a command as in a default Docker container: unshare(2) refused by a seccomp filter, no CAP_SYS_ADMIN.
-DOCKER_LIKE = '''
+DOCKER_LIKE = """
 import ctypes, os, platform, struct, sys
 nr, arch = {"x86_64": (272, 0xC000003E), "aarch64": (97, 0xC00000B7)}[platform.machine()]
 op = lambda code, jt, jf, k: struct.pack("HBBI", code, jt, jf, k)
@@ -35,7 +35,7 @@ libc = ctypes.CDLL(None, use_errno=True)
 assert libc.prctl(24, 21, 0, 0, 0) == 0 and libc.prctl(38, 1, 0, 0, 0) == 0  # no CAP_SYS_ADMIN; no new privs
 assert libc.prctl(22, 2, ctypes.c_char_p(fprog), 0, 0) == 0, os.strerror(ctypes.get_errno())
 os.execvp(sys.argv[1], sys.argv[1:])
-'''
+"""
 
 
 def make_submission(folder: Path, files: dict[str, str]) -> Path:
@@ -59,15 +59,20 @@ class Grader:
     """The engine with the trusted side and the fork servers made once for the whole test session."""
 
     def __init__(self, folder: Path):
-        self.config = GradeConfig(submission=REPO, out=folder / "results.json", seed=SEED,
-                                  checkpoint_dir=default_root())  # fmt: skip
+        self.config = GradeConfig(
+            submission=REPO, out=folder / "results.json", seed=SEED, checkpoint_dir=default_root()
+        )
         self.expectations: Expectations = prepare_expectations(self.config)
         self.zygotes = start_zygotes(self.config.limits, folder, self.expectations)
 
     def __call__(self, submission: Path, **limits: object) -> Report:
         """Grade ``submission`` through the real engine (sandboxed student processes, verdicts here)."""
-        config = replace(self.config, submission=submission, out=Path(submission).parent / "results.json",
-                         limits=replace(Limits(), **limits))  # fmt: skip
+        config = replace(
+            self.config,
+            submission=submission,
+            out=Path(submission).parent / "results.json",
+            limits=replace(Limits(), **limits),
+        )
         return grade(config, expectations=self.expectations, zygotes=self.zygotes)
 
     def close(self) -> None:

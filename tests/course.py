@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).parent.parent.parent / "lab03_decoder_tran
 '''
 
 # A Lab 03 decoder in the course's interface, written independently (heads in a loop, as many students do).
-DECODER = '''
+DECODER = """
 def softmax(x, axis=-1):
     x = x - np.max(x, axis=axis, keepdims=True)
     e = np.exp(x)
@@ -193,9 +193,9 @@ class GPTModel:
 
     def __call__(self, token_ids, training=TRAINING):
         return self.forward(token_ids, training)
-'''
+"""
 
-GIVEN = '''
+GIVEN = """
 
 def get_gpt2_config(model_name='gpt2'):
     configs = {
@@ -210,10 +210,10 @@ def get_gpt2_config(model_name='gpt2'):
 def create_gpt2_model(model_name='gpt2'):
     config = get_gpt2_config(model_name)
     return GPTModel(**config, dropout=0.0, tie_weights=True)
-'''
+"""
 
 # A loader that uses the handout's get_weight_mapping and copies into the existing arrays (the tie survives).
-MAPPING_LOADER = '''
+MAPPING_LOADER = """
 
 def _get(obj, path):
     for part in path.split('.'):
@@ -253,10 +253,10 @@ def load_gpt2_weights(your_model, model_name='gpt2'):
         targets, outs = ((target,), (out,)) if isinstance(target, str) else (target, out)
         for path, value in zip(targets, outs):
             _get(your_model, path)[...] = value
-'''
+"""
 
 # A loader with no get_weight_mapping at all: it rebinds every attribute, then re-ties the head.
-DIRECT_LOADER = '''
+DIRECT_LOADER = """
 
 def load_gpt2_weights(your_model, model_name='gpt2'):
     hf_model = GPT2LMHeadModel.from_pretrained(model_name)
@@ -277,9 +277,9 @@ def load_gpt2_weights(your_model, model_name='gpt2'):
         block.ffn.W2, block.ffn.b2 = t(p + 'mlp.c_proj.weight'), t(p + 'mlp.c_proj.bias')
     your_model.ln_f.gamma, your_model.ln_f.beta = t('transformer.ln_f.weight'), t('transformer.ln_f.bias')
     your_model.lm_head.weight = your_model.token_embedding.weight  # tied, as GPT-2 is
-'''
+"""
 
-FUNCTIONS = '''
+FUNCTIONS = """
 
 def compare_outputs(your_model, hf_model, tokenizer, text, atol=1e-4):
     tokens = tokenizer.encode(text, return_tensors='pt')
@@ -350,10 +350,12 @@ def generate_text(model, tokenizer, prompt, max_length=50, temperature=1.0):
             next_id = int(np.random.choice(len(p), p=p / p.sum()))
         ids.append(next_id)
     return tokenizer.decode(ids)
-'''
+"""
 
 # The course's template, unfilled (its shape, written here): stub classes and functions that raise.
-UNFILLED = HEADER + '''
+UNFILLED = (
+    HEADER
+    + """
 
 class GPTModel:
     def __init__(self, vocab_size, d_model, num_layers, num_heads, d_ff, max_seq_len, dropout=0.0, tie_weights=True):
@@ -367,7 +369,9 @@ class GPTModel:
 
     def __call__(self, token_ids, training=False):
         return self.forward(token_ids, training)
-''' + GIVEN + '''
+"""
+    + GIVEN
+    + """
 
 def load_gpt2_weights(your_model, model_name='gpt2'):
     # YOUR CODE HERE
@@ -392,7 +396,8 @@ def generate_text(model, tokenizer, prompt, max_length=50, temperature=1.0):
 
 def get_weight_mapping(num_layers):
     raise NotImplementedError("Implement get_weight_mapping")
-'''
+"""
+)
 
 
 def decoder(lab: int) -> str:
@@ -407,14 +412,17 @@ def layouts() -> dict[str, dict[str, str]]:
     lab03 = "import numpy as np\n" + decoder(3)
     imported = HEADER + "\nfrom decoder import GPTModel, create_causal_mask\n" + GIVEN
     return {
-        "inline classes, mapping loader": {
-            "pretrained.py": HEADER + decoder(4) + GIVEN + MAPPING_LOADER + FUNCTIONS},
+        "inline classes, mapping loader": {"pretrained.py": HEADER + decoder(4) + GIVEN + MAPPING_LOADER + FUNCTIONS},
         "inline classes, direct loader (no get_weight_mapping)": {
-            "pretrained.py": HEADER + decoder(4) + GIVEN + DIRECT_LOADER + FUNCTIONS},
+            "pretrained.py": HEADER + decoder(4) + GIVEN + DIRECT_LOADER + FUNCTIONS
+        },
         "chapter folder, Lab 03 decoder in the sibling folder": {
             "lab04_pretrained_weights/src/pretrained.py": imported + MAPPING_LOADER + FUNCTIONS,
             "lab04_pretrained_weights/tests/test_pretrained.py": "# the course's tests live here\n",
-            "lab03_decoder_transformer/src/decoder.py": lab03},
+            "lab03_decoder_transformer/src/decoder.py": lab03,
+        },
         "decoder.py beside pretrained.py, direct loader": {
-            "src/pretrained.py": imported + DIRECT_LOADER + FUNCTIONS, "src/decoder.py": lab03},
+            "src/pretrained.py": imported + DIRECT_LOADER + FUNCTIONS,
+            "src/decoder.py": lab03,
+        },
     }

@@ -116,15 +116,16 @@ def test_a_removed_submission_is_flagged_stale(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_a_grader_failure_on_one_submission_does_not_stop_the_batch(tmp_path: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_a_grader_failure_on_one_submission_does_not_stop_the_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The grader itself failing on bob: bob gets a zero report for staff, the others are graded, bob is retried."""
     folder = tmp_path / "class"
     for name in ("alice", "bob", "carol"):
         make_submission(folder / name, reference_files(False))
     real_grade = grader.grading.batch.grade
 
-    def flaky(config, **kwargs):  # noqa: ANN001, ANN202
+    def flaky(config, **kwargs):
         if config.submission.name == "bob":
             raise RuntimeError("disk on fire")
         return real_grade(config, **kwargs)

@@ -138,30 +138,54 @@ def tiny() -> ModelSource:
 # ---------------------------------------------------------------- building
 
 
-@pytest.mark.slow  # a fresh interpreter imports transformers: about 5 s
-def test_builds_are_byte_for_byte_identical_in_other_folders_and_interpreters(tmp_path: Path,
-                                                                              monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    """Two builds here (global RNGs reseeded between) and one in a fresh interpreter, offline: the same bytes."""
+def without_stat(folder: Path) -> dict[str, Any]:
+    """Every file's digest, the marker read without the weights' size and time (which differ between builds)."""
+    return {
+        **{k: v for k, v in digests(folder).items() if k != MARKER},
+        MARKER: {**marker(folder), "weights_stat": None},
+    }
+
+
+def test_builds_in_two_folders_are_byte_for_byte_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two builds, global RNGs reseeded between them, no network: the same bytes (the marker but for file times)."""
     refuse_network(monkeypatch)
-    first, second, elsewhere = (tmp_path / n for n in ("first", "second", "elsewhere"))
-    for folder in (first, second, elsewhere):
-        folder.mkdir()
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir(), second.mkdir()
     write_checkpoint(MINI, first)
     np.random.seed(12345)  # the recipe must not depend on global random state
     torch.manual_seed(12345)
     write_checkpoint(MINI, second)
+    assert set(digests(first)) == {
+        WEIGHTS_FILE,
+        MARKER,
+        "config.json",
+        "vocab.json",
+        "merges.txt",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    }
+    assert without_stat(second) == without_stat(first)
+    assert ensure_checkpoint(MINI, tmp_path / "root") != first
+    assert without_stat(tmp_path / "root" / MINI.name) == without_stat(first)
+
+
+@pytest.mark.slow  # a fresh interpreter imports transformers: about 5 s
+def test_a_build_in_a_fresh_interpreter_is_byte_for_byte_identical(tmp_path: Path) -> None:
+    """Another process, another str hash seed, sockets refused: the same bytes as a build here."""
+    here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
+    here.mkdir(), elsewhere.mkdir()
+    write_checkpoint(MINI, here)
     env = {**os.environ, "PYTHONHASHSEED": "4321", "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-c", BUILD_ELSEWHERE.format(spec=asdict(MINI)), str(elsewhere)],
-                          env=env, cwd=REPO, timeout=120, capture_output=True, text=True)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", BUILD_ELSEWHERE.format(spec=asdict(MINI)), str(elsewhere)],
+        env=env,
+        cwd=REPO,
+        timeout=120,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
-    want = digests(first)
-    assert set(want) == {WEIGHTS_FILE, MARKER, "config.json", "vocab.json", "merges.txt", "tokenizer.json",
-                         "tokenizer_config.json"}  # fmt: skip
-    for folder in (second, elsewhere):
-        got = digests(folder)
-        # The marker also records the weights' size and time, which differ between builds; nothing else does.
-        assert {k: v for k, v in got.items() if k != MARKER} == {k: v for k, v in want.items() if k != MARKER}
-        assert {**marker(folder), "weights_stat": None} == {**marker(first), "weights_stat": None}
+    assert without_stat(elsewhere) == without_stat(here)
 
 
 def test_weights_file_holds_exactly_the_seeded_recipe(pristine: Path) -> None:
@@ -180,9 +204,12 @@ def test_weights_file_holds_exactly_the_seeded_recipe(pristine: Path) -> None:
 def test_marker_records_spec_recipe_hash_and_stat(pristine: Path) -> None:
     """The marker names the spec and recipe, and the weights' sha256, size and time."""
     weights = pristine / WEIGHTS_FILE
-    assert marker(pristine) == {"spec": asdict(MINI), "recipe": RECIPE_VERSION,
-                                "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
-                                "weights_stat": [weights.stat().st_size, weights.stat().st_mtime_ns]}  # fmt: skip
+    assert marker(pristine) == {
+        "spec": asdict(MINI),
+        "recipe": RECIPE_VERSION,
+        "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+        "weights_stat": [weights.stat().st_size, weights.stat().st_mtime_ns],
+    }
 
 
 def test_synthetic_weights_have_the_documented_magnitudes() -> None:
@@ -208,8 +235,9 @@ def test_synthetic_weights_have_the_documented_magnitudes() -> None:
 # ---------------------------------------------------------------- is_built, ensure_checkpoint
 
 
-def test_is_built_trusts_the_markers_size_and_time_without_hashing(mini_root: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_is_built_trusts_the_markers_size_and_time_without_hashing(
+    mini_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Weights with the marker's size and time: complete, and nothing is hashed."""
     monkeypatch.setattr(lab_checkpoints, "file_sha256", lambda path: pytest.fail(f"{path} was hashed"))
     assert is_built(MINI, mini_root / MINI.name)
@@ -273,8 +301,9 @@ def test_ensure_checkpoint_redoes_a_damaged_or_stale_build(pristine: Path, mini_
     assert [p.name for p in mini_root.iterdir()] == [MINI.name]
 
 
-def test_an_interrupted_ensure_checkpoint_leaves_nothing_that_looks_built(tmp_path: Path,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_an_interrupted_ensure_checkpoint_leaves_nothing_that_looks_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Killed half-way through the weights: no target, no staging folder; the next call builds it."""
     real = lab_checkpoints.write_checkpoint
 
@@ -331,8 +360,9 @@ def test_weights_sha256_uses_the_marker_without_hashing(pristine: Path, monkeypa
     assert weights_sha256(pristine) == marker(pristine)["weights_sha256"]
 
 
-def test_weights_sha256_without_a_marker_hashes_once_and_remembers(pristine: Path, tmp_path: Path, hash_cache: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_weights_sha256_without_a_marker_hashes_once_and_remembers(
+    pristine: Path, tmp_path: Path, hash_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """No marker: hashed, kept in the cache by size and time; a new time is hashed again."""
     folder = tmp_path / "copy"
     shutil.copytree(pristine, folder)
@@ -362,8 +392,11 @@ def test_marker_with_a_stale_stat_is_not_trusted(pristine: Path, tmp_path: Path,
 def test_read_state_names_arrays_as_gpt2lmheadmodel_does(pristine: Path) -> None:
     """float32 arrays, named and valued as GPT2LMHeadModel.state_dict() (the tied head is not stored)."""
     state = read_state(pristine)
-    hf = {k: v.numpy() for k, v in GPT2LMHeadModel.from_pretrained(pristine).state_dict().items()
-          if not k.endswith(IGNORED_SUFFIXES)}  # fmt: skip
+    hf = {
+        k: v.numpy()
+        for k, v in GPT2LMHeadModel.from_pretrained(pristine).state_dict().items()
+        if not k.endswith(IGNORED_SUFFIXES)
+    }
     assert set(state) == set(hf) - {"lm_head.weight"}
     for name, value in state.items():
         assert value.dtype == np.float32, name
@@ -403,9 +436,14 @@ def test_read_config_accepts_gpt2s_own(pristine: Path) -> None:
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("activation_function", "relu"), ("scale_attn_by_inverse_layer_idx", True), ("layer_norm_epsilon", 1e-6),
-     ("scale_attn_weights", False), ("reorder_and_upcast_attn", True)],
-)  # fmt: skip
+    [
+        ("activation_function", "relu"),
+        ("scale_attn_by_inverse_layer_idx", True),
+        ("layer_norm_epsilon", 1e-6),
+        ("scale_attn_weights", False),
+        ("reorder_and_upcast_attn", True),
+    ],
+)
 def test_read_config_refuses_a_config_that_changes_gpt2s_numerics(mini_root: Path, key: str, value: Any) -> None:
     folder = write_config(mini_root / MINI.name, **{key: value})
     with pytest.raises(GraderError, match=f"sets {key}={value!r}"):
@@ -414,9 +452,6 @@ def test_read_config_refuses_a_config_that_changes_gpt2s_numerics(mini_root: Pat
         resolve_model(str(folder))
 
 
-@pytest.mark.xfail(strict=True, reason="checkpoints.py:227 GPT2_NUMERICS lacks tie_word_embeddings: with false, "
-                                       "HuggingFace uses a separate lm_head.weight while the oracle's head is "
-                                       "always wte, so every correct submission would be graded wrong")
 def test_read_config_refuses_an_untied_head(mini_root: Path) -> None:
     folder = write_config(mini_root / MINI.name, tie_word_embeddings=False)
     with pytest.raises(GraderError, match="tie_word_embeddings"):
@@ -459,10 +494,16 @@ def test_resolve_model_of_a_builtin_name(tiny: ModelSource) -> None:
     spec = BUILTIN["tiny"]
     assert tiny.shape == shape_of(spec)
     assert is_built(spec, tiny.path)
-    assert tiny.info() == {"name": "tiny", "source": f"built-in synthetic checkpoint 'tiny' (seed {spec.seed})",
-                           "sha256": marker(tiny.path)["weights_sha256"], "n_layer": spec.n_layer,
-                           "n_embd": spec.n_embd, "n_head": spec.n_head, "n_positions": spec.n_positions,
-                           "vocab_size": spec.vocab_size}  # fmt: skip
+    assert tiny.info() == {
+        "name": "tiny",
+        "source": f"built-in synthetic checkpoint 'tiny' (seed {spec.seed})",
+        "sha256": marker(tiny.path)["weights_sha256"],
+        "n_layer": spec.n_layer,
+        "n_embd": spec.n_embd,
+        "n_head": spec.n_head,
+        "n_positions": spec.n_positions,
+        "vocab_size": spec.vocab_size,
+    }
 
 
 def test_resolve_model_of_an_unbuilt_builtin_without_building(tmp_path: Path) -> None:
@@ -471,7 +512,7 @@ def test_resolve_model_of_an_unbuilt_builtin_without_building(tmp_path: Path) ->
     assert list(tmp_path.iterdir()) == []
 
 
-def test_resolve_model_of_a_local_folder(pristine: Path) -> None:
+def test_resolve_model_of_a_local_folder(pristine: Path, hash_cache: Path) -> None:
     source = resolve_model(str(pristine))
     assert (source.path, source.name, source.shape) == (pristine.resolve(), pristine.name, shape_of(MINI))
     assert source.source == f"local directory {pristine.resolve()}"
@@ -512,7 +553,7 @@ def test_unknown_hub_name_offline_is_a_one_line_grader_error(empty_hub: Path, na
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
 
 
-def test_hub_name_resolves_from_the_cache_offline(empty_hub: Path, pristine: Path) -> None:
+def test_hub_name_resolves_from_the_cache_offline(empty_hub: Path, pristine: Path, hash_cache: Path) -> None:
     """With a cached snapshot, a hub name resolves offline to it (what staff with a hub cache use)."""
     commit = "0123456789abcdef0123456789abcdef01234567"
     snapshot = empty_hub / "models--gpt2" / "snapshots" / commit
@@ -529,8 +570,11 @@ def test_hub_name_resolves_from_the_cache_offline(empty_hub: Path, pristine: Pat
 # ---------------------------------------------------------------- what transformers makes of a build
 
 
-@pytest.fixture(params=["mini", "tiny"])
+@pytest.fixture(params=["mini", "tiny", "public-tiny"])
 def built(request: pytest.FixtureRequest, pristine: Path) -> Path:
+    """MINI, the grader's tiny and the students' public checkpoint (both in the shared cache)."""
+    if request.param == "public-tiny":
+        return ensure_checkpoint(PUBLIC_TINY)
     return pristine if request.param == "mini" else request.getfixturevalue("tiny").path
 
 

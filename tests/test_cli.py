@@ -20,16 +20,24 @@ def invoke(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-@pytest.mark.parametrize(("command", "heavy"), [
-    (["--help"], ("torch", "transformers", "numpy")), (["run", "--help"], ("torch", "transformers", "numpy")),
-    (["regrade", "--help"], ("torch", "transformers", "numpy")), (["gradescope", "build", "--help"], ("torch",)),
-    (["summary", "--help"], ("torch", "transformers")), (["checkpoints", "list"], ("torch", "transformers")),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("command", "heavy"),
+    [
+        (["--help"], ("torch", "transformers", "numpy")),
+        (["run", "--help"], ("torch", "transformers", "numpy")),
+        (["regrade", "--help"], ("torch", "transformers", "numpy")),
+        (["gradescope", "build", "--help"], ("torch",)),
+        (["summary", "--help"], ("torch", "transformers")),
+        (["checkpoints", "list"], ("torch", "transformers")),
+    ],
+)
 def test_starting_imports_no_torch(command: list[str], heavy: tuple[str, ...], tmp_path: Path) -> None:
-    code = ("import sys; sys.argv = ['grade', *sys.argv[1:]]\n"
-            "try:\n    from grader.cli import main; main()\nexcept SystemExit: pass\n"
-            f"heavy = sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r})\n"
-            "print('HEAVY', heavy)")  # fmt: skip
+    code = (
+        "import sys; sys.argv = ['grade', *sys.argv[1:]]\n"
+        "try:\n    from grader.cli import main; main()\nexcept SystemExit: pass\n"
+        f"heavy = sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r})\n"
+        "print('HEAVY', heavy)"
+    )
     done = subprocess.run([sys.executable, "-c", code, *command], capture_output=True, text=True, cwd=REPO, check=False)
     assert "HEAVY []" in done.stdout, done.stdout[-500:] + done.stderr[-500:]
 
@@ -54,11 +62,20 @@ def test_a_broken_submission_still_gives_exit_0_and_a_report(tmp_path: Path) -> 
 
 def test_the_grader_failing_is_exit_1_in_one_line(tmp_path: Path) -> None:
     sub = make_submission(tmp_path / "sub", reference_files(False))
-    for options, words in ((["--model", str(tmp_path / "nothing")], "is not a checkpoint directory"),
-                           (["--out", str(tmp_path / "missing" / "r.json")], "does not exist"),
-                           (["--memory-mb", "256"], "leaves no room")):  # fmt: skip
-        args = ["run", str(sub), "--seed", "1", "-q", *(["--out", str(tmp_path / "r.json")]
-                                                       if "--out" not in options else []), *options]  # fmt: skip
+    for options, words in (
+        (["--model", str(tmp_path / "nothing")], "is not a checkpoint directory"),
+        (["--out", str(tmp_path / "missing" / "r.json")], "does not exist"),
+        (["--memory-mb", "256"], "leaves no room"),
+    ):
+        args = [
+            "run",
+            str(sub),
+            "--seed",
+            "1",
+            "-q",
+            *(["--out", str(tmp_path / "r.json")] if "--out" not in options else []),
+            *options,
+        ]
         code, text = invoke(*args)
         assert code == 1, (options, text)
         assert words in text and "Traceback" not in text and len(text.strip().splitlines()) == 1, text
@@ -68,8 +85,12 @@ def test_bad_usage_is_exit_2(tmp_path: Path) -> None:
     sub = make_submission(tmp_path / "sub", reference_files(False))
     bad_points = tmp_path / "points.toml"
     bad_points.write_text("nonsense = 5\n")
-    for args in (["run", str(sub), "--timeout", "0"], ["run", str(sub), "--points", str(bad_points)],
-                 ["checkpoints", "build", "enormous"], ["run", str(tmp_path / "absent")]):  # fmt: skip
+    for args in (
+        ["run", str(sub), "--timeout", "0"],
+        ["run", str(sub), "--points", str(bad_points)],
+        ["checkpoints", "build", "enormous"],
+        ["run", str(tmp_path / "absent")],
+    ):
         code, text = invoke(*args)
         assert code == 2, (args, text)
         assert "Traceback" not in text
@@ -97,7 +118,9 @@ def test_the_terminal_summary_carries_no_escape_codes(tmp_path: Path) -> None:
     files = reference_files(False)
     files["pretrained.py"] = files["pretrained.py"].replace(
         "    hf_model = GPT2LMHeadModel.from_pretrained(model_name)\n",
-        "    raise ValueError('\\x1b[2J\\x1b]0;owned\\x07 cleared your screen')\n", 1)
+        "    raise ValueError('\\x1b[2J\\x1b]0;owned\\x07 cleared your screen')\n",
+        1,
+    )
     sub = make_submission(tmp_path / "sub", files)
     code, text = invoke("run", str(sub), "--out", str(tmp_path / "r.json"), "--seed", "1")
     assert code == 0

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from safetensors.numpy import load_file, save_file
 from conftest import REFERENCE
+from safetensors.numpy import load_file, save_file
 
 from grader.cli import main
 from grader.grading.checkpoints import BUILTIN
@@ -30,7 +30,7 @@ HUB_FILES = ("config.json", "model.safetensors", "vocab.json", "merges.txt", "to
 
 # The assertions of the course's tests/test_pretrained.py (config, model creation, each weight group,
 # compare_outputs on several texts, weight analysis, the milestone), re-written for this project.
-COURSE_CHECKS = r'''
+COURSE_CHECKS = r"""
 import sys
 import numpy as np
 import torch
@@ -83,7 +83,7 @@ assert isinstance(analysis, dict) and ("token_embedding" in analysis or len(anal
 for key, stats in analysis.items():
     assert stats["max_diff"] < 1e-5, key
 print("COURSE CHECKS PASSED")
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -118,8 +118,14 @@ def _offline(home: Path) -> dict[str, str]:
 def test_course_checks_pass_on_the_reference(hub_cache: Path, tmp_path: Path) -> None:
     script = tmp_path / "course_checks.py"
     script.write_text(COURSE_CHECKS)
-    done = subprocess.run([sys.executable, str(script), str(REFERENCE)], env=_offline(hub_cache), capture_output=True,
-                          text=True, timeout=600, check=False)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(script), str(REFERENCE)],
+        env=_offline(hub_cache),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "COURSE CHECKS PASSED" in done.stdout
 
@@ -128,22 +134,49 @@ def test_course_checks_pass_on_the_reference(hub_cache: Path, tmp_path: Path) ->
 def test_the_checks_can_fail(hub_cache: Path, tmp_path: Path) -> None:
     broken = tmp_path / "broken"
     shutil.copytree(REFERENCE, broken)
-    source = (broken / "pretrained.py").read_text().replace("return bool(max_diff <= atol), max_diff",
-                                                             "return bool(max_diff <= atol), max_diff + 1.0")
+    source = (
+        (broken / "pretrained.py")
+        .read_text()
+        .replace("return bool(max_diff <= atol), max_diff", "return bool(max_diff <= atol), max_diff + 1.0")
+    )
     (broken / "pretrained.py").write_text(source)
     script = tmp_path / "course_checks.py"
     script.write_text(COURSE_CHECKS)
-    done = subprocess.run([sys.executable, str(script), str(broken)], env=_offline(hub_cache), capture_output=True,
-                          text=True, timeout=600, check=False)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(script), str(broken)],
+        env=_offline(hub_cache),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert done.returncode != 0 and "COURSE CHECKS PASSED" not in done.stdout
 
 
 @pytest.mark.slow
 def test_grading_against_gpt2_by_name_uses_the_cache(hub_cache: Path, tmp_path: Path) -> None:
     out = tmp_path / "report.json"
-    done = subprocess.run([sys.executable, "-m", "grader.cli", "run", str(REFERENCE), "--out", str(out), "--model",
-                           "gpt2", "--seed", "1", "-q"], env=_offline(hub_cache), capture_output=True, text=True,
-                          timeout=900, check=False)  # fmt: skip
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "grader.cli",
+            "run",
+            str(REFERENCE),
+            "--out",
+            str(out),
+            "--model",
+            "gpt2",
+            "--seed",
+            "1",
+            "-q",
+        ],
+        env=_offline(hub_cache),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["score"] == 100, [t["output"][:300] for t in report["tests"]]
@@ -155,7 +188,8 @@ def test_hub_name_without_cache_is_a_one_line_grader_error(tmp_path: Path, monke
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     (tmp_path / "sub").mkdir()
-    result = CliRunner().invoke(main, ["run", str(tmp_path / "sub"), "--out", str(tmp_path / "r.json"),
-                                       "--model", "gpt2", "-q"])  # fmt: skip
+    result = CliRunner().invoke(
+        main, ["run", str(tmp_path / "sub"), "--out", str(tmp_path / "r.json"), "--model", "gpt2", "-q"]
+    )
     assert result.exit_code == 1, result.output
     assert "cannot load the model 'gpt2'" in result.output and "Traceback" not in result.output

@@ -19,8 +19,10 @@ def test_course_shaped_solution_scores_full_marks(name: str, tmp_path: Path, gra
     details = "\n".join(f"[{t.name}: {t.status}] {t.detail}" for t in report.tiers)
     assert set(statuses(report).values()) == {"passed"}, details
     assert report.score == 100 and not report.internal_errors
-    expected_decoder = {"chapter folder": "lab03_decoder_transformer/src/decoder.py",
-                        "decoder.py beside": "src/decoder.py"}  # fmt: skip
+    expected_decoder = {
+        "chapter folder": "lab03_decoder_transformer/src/decoder.py",
+        "decoder.py beside": "src/decoder.py",
+    }
     origin = next((v for k, v in expected_decoder.items() if name.startswith(k)), "pretrained.py")
     assert report.decoder == origin
 

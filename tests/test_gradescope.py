@@ -87,8 +87,13 @@ def wrapped(command: list[str], docker_like: bool, tmp: Path) -> list[str]:
 
 def setup(root: Path, docker_like: bool = False) -> subprocess.CompletedProcess:
     command = wrapped(["bash", str(root / "source" / "setup.sh")], docker_like, root.parent)
-    return subprocess.run(command, env={**os.environ, "AUTOGRADER_ROOT": str(root), "LAB04_VENV": str(VENV)},
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    return subprocess.run(
+        command,
+        env={**os.environ, "AUTOGRADER_ROOT": str(root), "LAB04_VENV": str(VENV)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def put(target: Path, submission: Path | dict[str, str]) -> None:
@@ -102,15 +107,26 @@ def put(target: Path, submission: Path | dict[str, str]) -> None:
         (target / name).write_text(text)
 
 
-def run_autograder(root: Path, submission: Path | dict[str, str], venv: Path = VENV, docker_like: bool = False,
-                   keep_results: bool = False) -> tuple[dict, str]:  # fmt: skip
+def run_autograder(
+    root: Path,
+    submission: Path | dict[str, str],
+    venv: Path = VENV,
+    docker_like: bool = False,
+    keep_results: bool = False,
+) -> tuple[dict, str]:
     """Grade ``submission`` with the unpacked bundle; the validated results and run_autograder's output."""
     put(root / "submission", submission)
     if not keep_results:
         shutil.rmtree(root / "results", ignore_errors=True)
     command = wrapped(["bash", str(root / "run_autograder")], docker_like, root.parent)
-    done = subprocess.run(command, env={**os.environ, "AUTOGRADER_ROOT": str(root), "LAB04_VENV": str(venv)},
-                          capture_output=True, text=True, errors="replace", timeout=600)  # fmt: skip
+    done = subprocess.run(
+        command,
+        env={**os.environ, "AUTOGRADER_ROOT": str(root), "LAB04_VENV": str(venv)},
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=600,
+    )
     output = done.stdout + done.stderr
     for aside in re.findall(r"not a regular file; moved it to (\S+)", output):
         shutil.rmtree(aside, ignore_errors=True)  # what run_autograder moved out of the way
@@ -164,8 +180,19 @@ def tiny_dir() -> Path:
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> Path:
     out = tmp_path_factory.mktemp("bundle") / "autograder.zip"
-    result = build("--out", out, "--model", tiny_dir, "--second-model", "none", "--leaderboard",
-                   "--tier-visibility", "generate=after_due_date", "--tier-visibility", "weights=hidden")  # fmt: skip
+    result = build(
+        "--out",
+        out,
+        "--model",
+        tiny_dir,
+        "--second-model",
+        "none",
+        "--leaderboard",
+        "--tier-visibility",
+        "generate=after_due_date",
+        "--tier-visibility",
+        "weights=hidden",
+    )
     assert result.exit_code == 0, result.output
     return out
 
@@ -196,10 +223,18 @@ def test_bundle_has_gradescopes_layout_and_is_reproducible(bundle: Path, tiny_di
             assert infos[script].create_system == 3
             assert archive.read(script).startswith(b"#!/usr/bin/env bash\n")
         assert {i.date_time for i in infos.values()} == {(1980, 1, 1, 0, 0, 0)}
-        for name in ("lab04.conf", "points.toml", "constraints.txt", "lab04_grader/pyproject.toml",
-                     "lab04_grader/grader/cli.py", "lab04_grader/grader/sandbox/inside/lab04_zygote.py",
-                     "lab04_grader/lab04_checks/checkpoints.py", "lab04_grader/reference/decoder.py",
-                     "models/primary/config.json", "models/primary/model.safetensors"):  # fmt: skip
+        for name in (
+            "lab04.conf",
+            "points.toml",
+            "constraints.txt",
+            "lab04_grader/pyproject.toml",
+            "lab04_grader/grader/cli.py",
+            "lab04_grader/grader/sandbox/inside/lab04_zygote.py",
+            "lab04_grader/lab04_checks/checkpoints.py",
+            "lab04_grader/reference/decoder.py",
+            "models/primary/config.json",
+            "models/primary/model.safetensors",
+        ):
             assert name in infos, name
         assert "lab04_grader/reference/pretrained.py" not in infos  # the solution stays out of the image
         assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
@@ -213,8 +248,22 @@ def test_bundle_has_gradescopes_layout_and_is_reproducible(bundle: Path, tiny_di
     assert values["LAB04_GRADER_VERSION"] == __version__
     assert values["LAB04_PYTHON"] == f"{sys.version_info.major}.{sys.version_info.minor}"
     again = tmp_path / "again.zip"
-    assert build("--out", again, "--model", tiny_dir, "--second-model", "none", "--leaderboard", "--tier-visibility",
-                 "generate=after_due_date", "--tier-visibility", "weights=hidden").exit_code == 0  # fmt: skip
+    assert (
+        build(
+            "--out",
+            again,
+            "--model",
+            tiny_dir,
+            "--second-model",
+            "none",
+            "--leaderboard",
+            "--tier-visibility",
+            "generate=after_due_date",
+            "--tier-visibility",
+            "weights=hidden",
+        ).exit_code
+        == 0
+    )
     assert again.read_bytes() == bundle.read_bytes()
     for script in ("setup.sh", "run_autograder"):
         syntax = subprocess.run(["bash", "-n", str(root / "source" / script)], capture_output=True, text=True)
@@ -241,8 +290,9 @@ def test_constraints_lock_every_distribution_the_grader_needs(bundle: Path) -> N
             requirement = Requirement(text)
             if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
                 assert canonicalize_name(requirement.name) in pinned, f"{name} needs {requirement.name}: not pinned"
-    freeze = subprocess.run([sys.executable, "-m", "pip", "freeze", "--exclude-editable"], capture_output=True,
-                            text=True, check=True).stdout  # fmt: skip
+    freeze = subprocess.run(
+        [sys.executable, "-m", "pip", "freeze", "--exclude-editable"], capture_output=True, text=True, check=True
+    ).stdout
     frozen = {canonicalize_name(line.split("==")[0]) for line in freeze.splitlines() if "==" in line}
     assert frozen - pinned <= {"ruff"}, frozen - pinned  # ruff is the dev extra, not needed to grade
 
@@ -251,16 +301,36 @@ def test_bundle_source_builds_a_complete_wheel(bundle: Path, tmp_path: Path) -> 
     """What setup.sh installs: lab04_grader/ builds a wheel with every package and the sandbox's files,
     the reference decoder, and never the reference solution."""
     root = unpack(bundle, tmp_path / "root")
-    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                           str(tmp_path / "wheel"), str(root / "source" / "lab04_grader")],
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "wheel"),
+            str(root / "source" / "lab04_grader"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     (wheel,) = (tmp_path / "wheel").glob("lab04_grader-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for name in ("grader/cli.py", "grader/grading/engine.py", "grader/sandbox/inside/lab04_agent.py",
-                 "grader/sandbox/inside/standins/torch/__init__.py", "grader/points.toml",
-                 "grader/artifacts/gradescope_files/run_autograder", "lab04_checks/notebook.py",
-                 "reference/decoder.py"):  # fmt: skip
+    for name in (
+        "grader/cli.py",
+        "grader/grading/engine.py",
+        "grader/sandbox/inside/lab04_agent.py",
+        "grader/sandbox/inside/standins/torch/__init__.py",
+        "grader/points.toml",
+        "grader/artifacts/gradescope_files/run_autograder",
+        "lab04_checks/notebook.py",
+        "reference/decoder.py",
+    ):
         assert name in names, name
     assert "reference/pretrained.py" not in names
 
@@ -293,9 +363,19 @@ def test_hub_model_without_both_pins_is_refused(tmp_path: Path, pins: list[str])
         (["--visibility", "sometimes"], "'sometimes' is not one of"),
         (["--output-format", "html"], "'html' is not one of"),
     ],
-    ids=["branch as revision", "short sha256", "pins on a built-in", "missing folder", "deadline below the tiers",
-         "hub function model", "unknown visibility", "unknown tier", "bad default visibility", "bad format"],
-)  # fmt: skip
+    ids=[
+        "branch as revision",
+        "short sha256",
+        "pins on a built-in",
+        "missing folder",
+        "deadline below the tiers",
+        "hub function model",
+        "unknown visibility",
+        "unknown tier",
+        "bad default visibility",
+        "bad format",
+    ],
+)
 def test_bad_bundle_options_exit_2(tmp_path: Path, args: list[str], expected: str) -> None:
     out = tmp_path / "autograder.zip"
     result = build("--out", out, "--second-model", "none", *args)
@@ -308,18 +388,46 @@ def test_hub_model_and_presentation_are_written_to_lab04_conf(tmp_path: Path) ->
     """A pinned hub model ships no weights (lab04.conf says what to download and which hash to demand), and
     the presentation options are stored for run_autograder."""
     out = tmp_path / "autograder.zip"
-    result = build("--out", out, "--model", "gpt2", "--revision", FAKE_REVISION, "--sha256", FAKE_SHA.upper(),
-                   "--second-model", "none", "--timeout", "30", "--memory-mb", "4096", "--deadline", "600",
-                   "--output-format", "md", "--visibility", "after_published", "--stdout-visibility", "visible",
-                   "--tier-visibility", "logits=hidden", "--tier-visibility", "generate=after_due_date")  # fmt: skip
+    result = build(
+        "--out",
+        out,
+        "--model",
+        "gpt2",
+        "--revision",
+        FAKE_REVISION,
+        "--sha256",
+        FAKE_SHA.upper(),
+        "--second-model",
+        "none",
+        "--timeout",
+        "30",
+        "--memory-mb",
+        "4096",
+        "--deadline",
+        "600",
+        "--output-format",
+        "md",
+        "--visibility",
+        "after_published",
+        "--stdout-visibility",
+        "visible",
+        "--tier-visibility",
+        "logits=hidden",
+        "--tier-visibility",
+        "generate=after_due_date",
+    )
     assert result.exit_code == 0, result.output
     values = conf(unpack(out, tmp_path / "root"))
     assert (values["LAB04_MODEL_KIND"], values["LAB04_MODEL"]) == ("hub", "gpt2")
     assert (values["LAB04_MODEL_REVISION"], values["LAB04_MODEL_SHA256"]) == (FAKE_REVISION, FAKE_SHA)
     assert (values["LAB04_TIMEOUT"], values["LAB04_MEMORY_MB"], values["LAB04_DEADLINE"]) == ("30", "4096", "600")
-    assert (values["LAB04_OUTPUT_FORMAT"], values["LAB04_VISIBILITY"], values["LAB04_STDOUT_VISIBILITY"],
-            values["LAB04_TIER_VISIBILITY"], values["LAB04_LEADERBOARD"]) == (
-        "md", "after_published", "visible", "logits=hidden generate=after_due_date", "0")  # fmt: skip
+    assert (
+        values["LAB04_OUTPUT_FORMAT"],
+        values["LAB04_VISIBILITY"],
+        values["LAB04_STDOUT_VISIBILITY"],
+        values["LAB04_TIER_VISIBILITY"],
+        values["LAB04_LEADERBOARD"],
+    ) == ("md", "after_published", "visible", "logits=hidden generate=after_due_date", "0")
     assert not (tmp_path / "root" / "source" / "models").exists()
 
 
@@ -361,11 +469,13 @@ def test_grade_run_refuses_bad_presentation_options(tmp_path: Path) -> None:
     """`grade run` checks --tier-visibility before grading (exit 2), and the presentation options, which
     shape one results.json, are refused in batch mode (exit 2): nothing is written."""
     submission = REPO / "reference"
-    bad = CliRunner().invoke(main, ["run", str(submission), "--out", str(tmp_path / "r.json"),
-                                    "--tier-visibility", "logits=sometimes"])  # fmt: skip
+    bad = CliRunner().invoke(
+        main, ["run", str(submission), "--out", str(tmp_path / "r.json"), "--tier-visibility", "logits=sometimes"]
+    )
     assert bad.exit_code == 2 and "TIER=VISIBILITY" in bad.stderr, bad.output
-    batch = CliRunner().invoke(main, ["run", str(REPO / "examples"), "--out", str(tmp_path / "reports"), "-j", "1",
-                                      "--leaderboard"])  # fmt: skip
+    batch = CliRunner().invoke(
+        main, ["run", str(REPO / "examples"), "--out", str(tmp_path / "reports"), "-j", "1", "--leaderboard"]
+    )
     assert batch.exit_code == 2 and "batch mode" in batch.stderr, batch.output
     assert not list(tmp_path.iterdir())
 
@@ -375,16 +485,36 @@ def test_grade_run_applies_the_presentation_options(tmp_path: Path) -> None:
     """`grade SUB --out results.json` with Markdown, a default and a per-tier visibility, stdout visibility and
     the leaderboard: exit 0, then a results.json that says all of it and follows Gradescope's format."""
     out = tmp_path / "results.json"
-    result = CliRunner().invoke(main, [str(REPO / "reference"), "--out", str(out), "-q", "--output-format", "md",
-                                       "--visibility", "after_due_date", "--tier-visibility", "logits=visible",
-                                       "--stdout-visibility", "visible", "--leaderboard"])  # fmt: skip
+    result = CliRunner().invoke(
+        main,
+        [
+            str(REPO / "reference"),
+            "--out",
+            str(out),
+            "-q",
+            "--output-format",
+            "md",
+            "--visibility",
+            "after_due_date",
+            "--tier-visibility",
+            "logits=visible",
+            "--stdout-visibility",
+            "visible",
+            "--leaderboard",
+        ],
+    )
     assert result.exit_code == 0, result.output
     results = strict_json(out.read_text())
     validate(results)
     assert (results["output_format"], results["visibility"], results["stdout_visibility"]) == (
-        "md", "after_due_date", "visible")  # fmt: skip
+        "md",
+        "after_due_date",
+        "visible",
+    )
     assert {t["tags"][0]: t["visibility"] for t in results["tests"]} == {
-        **dict.fromkeys(TIER_NAMES, "after_due_date"), "logits": "visible"}  # fmt: skip
+        **dict.fromkeys(TIER_NAMES, "after_due_date"),
+        "logits": "visible",
+    }
     assert all(t["output_format"] == "md" and t["output"].startswith("**passed**") for t in results["tests"])
     assert results["leaderboard"][0]["order"] == "asc" and results["score"] == 100
 
@@ -470,8 +600,12 @@ def test_without_namespaces_grading_still_works_and_says_so(bundle: Path, tmp_pa
     parent = fake_root(tmp_path)
     try:
         out = parent / "md.zip"
-        assert build("--out", out, "--model", default_root() / "tiny", "--second-model", "none",
-                     "--output-format", "md").exit_code == 0  # fmt: skip
+        assert (
+            build(
+                "--out", out, "--model", default_root() / "tiny", "--second-model", "none", "--output-format", "md"
+            ).exit_code
+            == 0
+        )
         root = unpack(out, parent / "autograder")
         done = setup(root, docker_like=True)
         assert done.returncode == 0 and "namespaces: refused here" in done.stdout, done.stdout + done.stderr
@@ -496,12 +630,15 @@ def test_chapter_folder_is_one_submission_with_a_results_file(autograder: Path) 
     one submission, with the Lab 03 GPTModel, into one results.json file: never batch mode."""
     reference = reference_files()
     notebook = nbformat.writes(nbformat.v4.new_notebook())
-    results, output = run_autograder(autograder, {
-        "lab03_decoder_transformer/src/decoder.py": reference["decoder.py"],
-        "lab03_decoder_transformer/lab03.ipynb": notebook,
-        "lab04_pretrained_weights/src/pretrained.py": reference["pretrained.py"],
-        "lab04_pretrained_weights/lab04.ipynb": notebook,
-    })  # fmt: skip
+    results, output = run_autograder(
+        autograder,
+        {
+            "lab03_decoder_transformer/src/decoder.py": reference["decoder.py"],
+            "lab03_decoder_transformer/lab03.ipynb": notebook,
+            "lab04_pretrained_weights/src/pretrained.py": reference["pretrained.py"],
+            "lab04_pretrained_weights/lab04.ipynb": notebook,
+        },
+    )
     assert results["score"] == 100, output
     submission = results["extra_data"]["submission"]
     assert submission["module"] == "lab04_pretrained_weights/src/pretrained.py", submission
@@ -585,7 +722,7 @@ AT_OUT = 'for a in "$@"; do [ "$prev" = --out ] && out=$a; prev=$a; done; '
 FAKE_GRADERS = {
     # (the fake `grade` script's body, the expected reason, the expected exit status)
     "fails with hostile output": ('cat "$(dirname "$0")/nasty.txt" >&2; exit 3', "exited with status 3", "3"),
-    "exits 0 with invalid JSON": (AT_OUT + "printf '{\"score\": NaN,' >\"$out\"; exit 0", "missing or invalid", "0"),
+    "exits 0 with invalid JSON": (AT_OUT + 'printf \'{"score": NaN,\' >"$out"; exit 0', "missing or invalid", "0"),
     "makes results.json a folder": (AT_OUT + 'mkdir -p "$out/x"; exit 0', "missing or invalid", "0"),
     "hangs past the deadline": ("echo started; exec sleep 60", "did not finish within the deadline", "124"),
 }

@@ -107,8 +107,12 @@ def _holding(folder: Path) -> set[tuple[int, str]]:
 
 def _leftovers(tmpdir: Path | None = None) -> dict[str, set]:
     """What a run may leave: processes holding its files, its scratch folders, IPC objects, planted files."""
-    return {"processes": _holding(tmpdir) if tmpdir else set(), "ipc": _ipc_objects(),
-            "scratch": set(tmpdir.glob("*")) if tmpdir else set(), "planted": set(Path("/tmp").glob("lab04-pwned*"))}  # fmt: skip
+    return {
+        "processes": _holding(tmpdir) if tmpdir else set(),
+        "ipc": _ipc_objects(),
+        "scratch": set(tmpdir.glob("*")) if tmpdir else set(),
+        "planted": set(Path("/tmp").glob("lab04-pwned*")),
+    }
 
 
 def assert_nothing_left(before: dict[str, set], tmpdir: Path, uids: set[int], reports: Path) -> None:
@@ -140,9 +144,15 @@ def grade_command(target: Path, out: Path, *options: str, timeout: float = 900) 
     tmpdir.mkdir(parents=True)
     before = _leftovers(tmpdir)
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "grader.cli", "run", str(target), "--out", str(out), "--seed", "1",
-                           *options], capture_output=True, text=True, timeout=timeout, check=False, cwd=REPO,
-                          env={**os.environ, "TMPDIR": str(tmpdir)})  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "grader.cli", "run", str(target), "--out", str(out), "--seed", "1", *options],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=REPO,
+        env={**os.environ, "TMPDIR": str(tmpdir)},
+    )
     seconds = time.monotonic() - started
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     paths = [out] if out.suffix == ".json" else sorted(p for p in out.glob("*.json") if not p.name.startswith("."))
@@ -175,7 +185,7 @@ class Case:
     raw: dict[bytes, bytes] = field(default_factory=dict)  # files with names that are not text
 
 
-NO_LAB = '''
+NO_LAB = """
 import gc, sys, os
 found = sorted({getattr(o, "__qualname__", "") for o in gc.get_objects() if callable(o)
                 and getattr(o, "__module__", "") and str(getattr(o, "__module__", "")).split(".")[0]
@@ -194,10 +204,10 @@ def analyze_weight_differences(your_model, hf_model):
 def generate_text(model, tokenizer, prompt, max_length=50, temperature=1.0):
     return prompt
 from decoder import GPTModel
-'''
+"""
 
 # A thread that answers the grader's requests itself, with replies that look valid but hold nothing.
-FORGER = '''
+FORGER = """
 import os, socket, threading, json
 def _forge():
     for fd in range(3, 64):
@@ -218,7 +228,7 @@ def _forge():
                 except OSError:
                     break
 threading.Thread(target=_forge, daemon=True).start()
-'''
+"""
 
 # Reads whatever the process can reach: the grader, the reference, the checkpoints cache, other students.
 PROBE = f'''
@@ -260,22 +270,22 @@ def _probe():
 print("PROBE SAW:", _probe())
 '''
 
-IPC_WRITER = '''
+IPC_WRITER = """
 import ctypes
 _libc = ctypes.CDLL(None, use_errno=True)
 SHM_KEY, MSG_KEY = 0x4C414234, 0x4C414235
 shm = _libc.shmget(SHM_KEY, 4096, 0o1666)  # IPC_CREAT | 0666
 msg = _libc.msgget(MSG_KEY, 0o1666)
 print("IPC CREATED:", shm >= 0, msg >= 0)
-'''
-IPC_READER = '''
+"""
+IPC_READER = """
 import ctypes, time
 _libc = ctypes.CDLL(None, use_errno=True)
 time.sleep(1.0)
 print("IPC SEEN:", _libc.shmget(0x4C414234, 0, 0) >= 0, _libc.msgget(0x4C414235, 0) >= 0)
-'''
+"""
 
-FILLER = '''
+FILLER = """
 for where in ("/dev/shm", "/tmp"):
     try:
         with open(where + "/fill", "wb") as fh:
@@ -283,9 +293,9 @@ for where in ("/dev/shm", "/tmp"):
                 fh.write(b"x" * 2**20)
     except OSError as exc:
         print("FULL:", where, type(exc).__name__)
-'''
+"""
 
-FD_BOMB = '''
+FD_BOMB = """
 import os
 for fd in range(3, 256):
     for attempt in (lambda: os.ftruncate(fd, 2**31), lambda: os.pwrite(fd, b"x" * 2**20, 2**31 - 2**20)):
@@ -293,9 +303,9 @@ for fd in range(3, 256):
             attempt()
         except OSError:
             pass
-'''
+"""
 
-PRECOMPUTE = '''
+PRECOMPUTE = """
 import gc
 _STASH = {}
 def _stash(hf_model):
@@ -304,9 +314,9 @@ def _stash(hf_model):
         if isinstance(obj, np.ndarray) and obj.dtype.kind == "i" and obj.ndim == 2 and obj.size < 4096:
             with torch.no_grad():
                 _STASH[obj.tobytes()] = hf_model(torch.from_numpy(obj.astype(np.int64))).logits.numpy()
-'''
+"""
 
-TORCH_TRICKS = '''
+TORCH_TRICKS = """
         import importlib.util, sys, os
         for path in [os.path.join(p, "torch", "__init__.py") for p in sys.path if os.path.isdir(p)][:20]:
             if not os.path.exists(path):
@@ -318,9 +328,9 @@ TORCH_TRICKS = '''
                 module.from_numpy(np.zeros(1))
         import torch
         torch.zeros(1)
-'''
+"""
 
-DAEMON = '''
+DAEMON = """
 import os, time
 if os.fork() == 0:
     os.setsid()
@@ -339,7 +349,7 @@ for _ in range(500):
     except OSError:
         break
 print("FORKED:", children)
-'''
+"""
 
 
 def _stdout(report: dict) -> str:
@@ -351,55 +361,132 @@ def _json_is_ascii(report_text: str) -> None:
 
 
 CASES = [
-    Case("no lab logic, borrowing the grader's code", {P: NO_LAB}, dict.fromkeys(TIER_NAMES, "failed"),
-         stdout_says=("BORROWABLE: [] []",)),
+    Case(
+        "no lab logic, borrowing the grader's code",
+        {P: NO_LAB},
+        dict.fromkeys(TIER_NAMES, "failed"),
+        stdout_says=("BORROWABLE: [] []",),
+    ),
     Case("the template's public checks copied in", {**reference_files(False)}, expect(), check=None),
     # The forger races the agent, so which check its garbage lands on varies; that it earns nothing does not.
-    Case("forged replies from a thread", {**reference_files(True), P: NO_LAB + FORGER}, {}, within=150,
-         check=lambda r: _earns_nothing(r)),
-    Case("endless loop at import", edited(at_import("while True: pass\n")),
-         {"mapping": "timeout", **dict.fromkeys(TIER_NAMES[1:], "skipped")}, options=("--timeout", str(SHORT)),
-         says=("importing pretrained.py did not finish",)),
-    Case("endless loop in the forward pass", edited((D, FORWARD, "        while True: pass\n" + FORWARD)),
-         expect(embedding="passed", logits="timeout", generate="timeout", compare="passed"),
-         options=("--timeout", str(SHORT)), says=("decoder.py, line",)),
-    Case("memory bomb in the loader", edited((P, LOAD, "    hog = []\n    while True: hog.append(np.ones(2**27))\n" + LOAD)),
-         expect(shapes="error", embedding="error", logits="error", generate="error"),
-         options=("--memory-mb", "2048"), says=("MemoryError",)),
-    Case("50 MB of output at import", edited(at_import("import sys\nfor _ in range(50):\n    sys.stdout.write('x' * 2**20)\n")),
-         expect(), check=lambda r: _output_capped(r)),
+    Case(
+        "forged replies from a thread",
+        {**reference_files(True), P: NO_LAB + FORGER},
+        {},
+        within=150,
+        check=lambda r: _earns_nothing(r),
+    ),
+    Case(
+        "endless loop at import",
+        edited(at_import("while True: pass\n")),
+        {"mapping": "timeout", **dict.fromkeys(TIER_NAMES[1:], "skipped")},
+        options=("--timeout", str(SHORT)),
+        says=("importing pretrained.py did not finish",),
+    ),
+    Case(
+        "endless loop in the forward pass",
+        edited((D, FORWARD, "        while True: pass\n" + FORWARD)),
+        expect(embedding="passed", logits="timeout", generate="timeout", compare="passed"),
+        options=("--timeout", str(SHORT)),
+        says=("decoder.py, line",),
+    ),
+    Case(
+        "memory bomb in the loader",
+        edited((P, LOAD, "    hog = []\n    while True: hog.append(np.ones(2**27))\n" + LOAD)),
+        expect(shapes="error", embedding="error", logits="error", generate="error"),
+        options=("--memory-mb", "2048"),
+        says=("MemoryError",),
+    ),
+    Case(
+        "50 MB of output at import",
+        edited(at_import("import sys\nfor _ in range(50):\n    sys.stdout.write('x' * 2**20)\n")),
+        expect(),
+        check=lambda r: _output_capped(r),
+    ),
     Case("sys.exit at import", edited(at_import("import sys\nsys.exit(0)\n")), ZERO, says=("SystemExit",)),
-    Case("os._exit in load_gpt2_weights", edited((P, LOAD, "    import os\n    os._exit(3)\n" + LOAD)),
-         expect(shapes="error", embedding="skipped", logits="skipped", generate="skipped"), says=("called os._exit(3)",)),
-    Case("os._exit in compare_outputs", edited((P, MAX_DIFF, "    import os\n    os._exit(0)\n" + MAX_DIFF)),
-         expect(compare="error"), says=("called os._exit(0)",)),
-    Case("segfault in the forward pass", edited((D, FORWARD, "        import ctypes; ctypes.string_at(0)\n" + FORWARD)),
-         expect(embedding="passed", logits="error", generate="error"), says=("SIGSEGV",)),
-    Case("shadowing json, numpy and subprocess", {**reference_files(True), "json.py": "raise ImportError('shadow')\n",
-         "subprocess.py": "x = 1\n", "transformers.py": "raise RuntimeError('shadowed transformers')\n",
-         "torch.py": "raise RuntimeError('shadowed torch')\n", "numpy.py": "raise RuntimeError('shadowed numpy')\n"},
-         expect()),
-    Case("torch in the forward pass, every way", edited((D, FORWARD, TORCH_TRICKS + FORWARD)),
-         expect(logits="error", generate="error"), says=("not available here",)),
-    Case("precomputing HuggingFace's logits in the loader",
-         edited(at_import(PRECOMPUTE), (P, LOAD, LOAD + "    _stash(hf_model)\n"),
-                (D, FORWARD, "        import pretrained\n        for key, value in pretrained._STASH.items():\n"
-                             "            if key == np.asarray(token_ids, dtype=np.int64).tobytes():\n"
-                             "                return value\n        return np.zeros((*np.shape(token_ids), self.vocab_size), "
-                             "dtype=np.float32)\n" + FORWARD)),
-         expect(logits="failed", generate="failed")),
-    Case("probing files, the network and the report", edited(at_import(PROBE)), expect(), stdout_says=("PROBE SAW: []",)),
+    Case(
+        "os._exit in load_gpt2_weights",
+        edited((P, LOAD, "    import os\n    os._exit(3)\n" + LOAD)),
+        expect(shapes="error", embedding="skipped", logits="skipped", generate="skipped"),
+        says=("called os._exit(3)",),
+    ),
+    Case(
+        "os._exit in compare_outputs",
+        edited((P, MAX_DIFF, "    import os\n    os._exit(0)\n" + MAX_DIFF)),
+        expect(compare="error"),
+        says=("called os._exit(0)",),
+    ),
+    Case(
+        "segfault in the forward pass",
+        edited((D, FORWARD, "        import ctypes; ctypes.string_at(0)\n" + FORWARD)),
+        expect(embedding="passed", logits="error", generate="error"),
+        says=("SIGSEGV",),
+    ),
+    Case(
+        "shadowing json, numpy and subprocess",
+        {
+            **reference_files(True),
+            "json.py": "raise ImportError('shadow')\n",
+            "subprocess.py": "x = 1\n",
+            "transformers.py": "raise RuntimeError('shadowed transformers')\n",
+            "torch.py": "raise RuntimeError('shadowed torch')\n",
+            "numpy.py": "raise RuntimeError('shadowed numpy')\n",
+        },
+        expect(),
+    ),
+    Case(
+        "torch in the forward pass, every way",
+        edited((D, FORWARD, TORCH_TRICKS + FORWARD)),
+        expect(logits="error", generate="error"),
+        says=("not available here",),
+    ),
+    Case(
+        "precomputing HuggingFace's logits in the loader",
+        edited(
+            at_import(PRECOMPUTE),
+            (P, LOAD, LOAD + "    _stash(hf_model)\n"),
+            (
+                D,
+                FORWARD,
+                "        import pretrained\n        for key, value in pretrained._STASH.items():\n"
+                "            if key == np.asarray(token_ids, dtype=np.int64).tobytes():\n"
+                "                return value\n        return np.zeros((*np.shape(token_ids), self.vocab_size), "
+                "dtype=np.float32)\n" + FORWARD,
+            ),
+        ),
+        expect(logits="failed", generate="failed"),
+    ),
+    Case(
+        "probing files, the network and the report", edited(at_import(PROBE)), expect(), stdout_says=("PROBE SAW: []",)
+    ),
     # Its own sleeping children use up its process limit, so its loader cannot start a thread: its loss only.
-    Case("a daemon and a fork bomb", edited(at_import(DAEMON)),
-         expect(shapes="error", embedding="error", logits="error", generate="error"), stdout_says=("FORKED:",),
-         says=("can't start new thread",), check=lambda r: _forks_capped(r)),
-    Case("filling its /tmp and /dev/shm", edited(at_import(FILLER)), expect(), stdout_says=("FULL: /dev/shm", "FULL: /tmp")),
+    Case(
+        "a daemon and a fork bomb",
+        edited(at_import(DAEMON)),
+        expect(shapes="error", embedding="error", logits="error", generate="error"),
+        stdout_says=("FORKED:",),
+        says=("can't start new thread",),
+        check=lambda r: _forks_capped(r),
+    ),
+    Case(
+        "filling its /tmp and /dev/shm",
+        edited(at_import(FILLER)),
+        expect(),
+        stdout_says=("FULL: /dev/shm", "FULL: /tmp"),
+    ),
     Case("writing 2 GiB through every descriptor", edited(at_import(FD_BOMB)), expect()),
-    Case("a lone surrogate and escape codes in an exception",
-         edited((P, LOAD, "    raise ValueError('bad \\udcff \\x1b[31mred\\x1b[0m \\x07 name')\n" + LOAD)),
-         expect(shapes="error", embedding="error", logits="error", generate="error"), says=("bad ? ?red? ? name",)),
-    Case("a file whose name is not UTF-8 beside a correct solution", reference_files(True), expect(),
-         raw={b"notes\xff.txt": b"hello"}),
+    Case(
+        "a lone surrogate and escape codes in an exception",
+        edited((P, LOAD, "    raise ValueError('bad \\udcff \\x1b[31mred\\x1b[0m \\x07 name')\n" + LOAD)),
+        expect(shapes="error", embedding="error", logits="error", generate="error"),
+        says=("bad ? ?red? ? name",),
+    ),
+    Case(
+        "a file whose name is not UTF-8 beside a correct solution",
+        reference_files(True),
+        expect(),
+        raw={b"notes\xff.txt": b"hello"},
+    ),
 ]
 
 
@@ -496,9 +583,26 @@ def test_path_traversal_zip_is_refused(tmp_path: Path) -> None:
 def test_protections_can_be_removed(tmp_path: Path) -> None:
     """With --no-isolation the probe reaches the grader's files and the network is there: the tests above can fail."""
     sub = make_submission(tmp_path / "probe", edited(at_import(PROBE.replace("/tmp/lab04-pwned", "/tmp/lab04-open"))))
-    done = subprocess.run([sys.executable, "-m", "grader.cli", "run", str(sub), "--out", str(tmp_path / "r.json"),
-                           "--seed", "1", "--no-isolation", "-q"], capture_output=True, text=True, timeout=600,
-                          check=False, cwd=REPO)  # fmt: skip
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "grader.cli",
+            "run",
+            str(sub),
+            "--out",
+            str(tmp_path / "r.json"),
+            "--seed",
+            "1",
+            "--no-isolation",
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        cwd=REPO,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     seen = _stdout(json.loads((tmp_path / "r.json").read_text()))
     assert "answers.py" in seen or "lab04-checkpoint.json" in seen or "MARKER" in seen, seen[-2000:]

@@ -31,8 +31,17 @@ ENTRYPOINT = "/opt/lab04/grade.sh"
 
 
 def report(tiers: list[TierResult], problem: str | None = None, **extra: object) -> Report:
-    return Report(tiers=tiers, decoder="decoder.py", models={}, submission={"path": "x", "problem": problem},
-                  tolerances={"logits": "1e-5"}, versions={}, limits={}, execution_time=1.0, **extra)  # fmt: skip
+    return Report(
+        tiers=tiers,
+        decoder="decoder.py",
+        models={},
+        submission={"path": "x", "problem": problem},
+        tolerances={"logits": "1e-5"},
+        versions={},
+        limits={},
+        execution_time=1.0,
+        **extra,
+    )
 
 
 def tier(name: str, status: str, score: float, max_score: float, detail: str = "ok", **extra: object) -> TierResult:
@@ -50,9 +59,16 @@ def parsed(document: Report) -> dict:
 def test_a_graded_report_is_a_fraction_with_one_test_per_tier() -> None:
     """Score 35 of 50 is 0.7; each tier is a test with its points; NaN is null; control characters are gone;
     the staff-only facts sit under lab04, which PrairieLearn does not render."""
-    results = parsed(report([tier("mapping", "passed", 15, 15), tier("logits", "failed", 0, 15, "bad\x1b[31m\x00",
-                                                                     max_diff=float("nan")),
-                             tier("shapes", "passed", 20, 20)], student_stdout="hello\n"))  # fmt: skip
+    results = parsed(
+        report(
+            [
+                tier("mapping", "passed", 15, 15),
+                tier("logits", "failed", 0, 15, "bad\x1b[31m\x00", max_diff=float("nan")),
+                tier("shapes", "passed", 20, 20),
+            ],
+            student_stdout="hello\n",
+        )
+    )
     assert results["gradable"] is True and results["score"] == pytest.approx(0.7)
     assert [(t["points"], t["max_points"]) for t in results["tests"]] == [(15, 15), (0, 15), (20, 20)]
     assert results["tests"][1]["message"].startswith("failed: bad") and "\x1b" not in json.dumps(results)
@@ -70,8 +86,9 @@ def test_a_submission_problem_is_not_gradable() -> None:
 def test_the_results_stay_under_one_megabyte() -> None:
     """Huge outputs and details (a student printing megabytes) are capped: the file stays under 1 MB."""
     big = "x" * 3_000_000
-    results = parsed(report([tier(f"t{i}", "failed", 0, 10, big) for i in range(40)], student_stdout=big,
-                            internal_errors=[big] * 30))  # fmt: skip
+    results = parsed(
+        report([tier(f"t{i}", "failed", 0, 10, big) for i in range(40)], student_stdout=big, internal_errors=[big] * 30)
+    )
     assert len(results["tests"]) == 40 and results["score"] == 0
 
 
@@ -92,17 +109,23 @@ def test_grade_writes_prairielearn_results(tmp_path: Path) -> None:
     assert all(t["points"] == t["max_points"] for t in results["tests"])
 
 
-def run_entrypoint(root: Path, student: dict[str, str], grade: Path = VENV / "bin" / "grade",
-                   **env: str) -> tuple[dict, str]:  # fmt: skip
+def run_entrypoint(
+    root: Path, student: dict[str, str], grade: Path = VENV / "bin" / "grade", **env: str
+) -> tuple[dict, str]:
     """PrairieLearn's job: the student's files in ROOT/student, grade.sh run, ROOT/results/results.json read."""
     shutil.rmtree(root, ignore_errors=True)
     (root / "student").mkdir(parents=True)
     (root / "tests").mkdir()
     for name, text in student.items():
         (root / "student" / name).write_text(text)
-    done = subprocess.run(["bash", str(FILES / "grade.sh")], capture_output=True, text=True, errors="replace",
-                          env={**os.environ, "LAB04_GRADE_ROOT": str(root), "LAB04_GRADE": str(grade), **env},
-                          timeout=600)  # fmt: skip
+    done = subprocess.run(
+        ["bash", str(FILES / "grade.sh")],
+        capture_output=True,
+        text=True,
+        errors="replace",
+        env={**os.environ, "LAB04_GRADE_ROOT": str(root), "LAB04_GRADE": str(grade), **env},
+        timeout=600,
+    )
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
     text = (root / "results" / "results.json").read_text()
@@ -128,10 +151,12 @@ def test_entrypoint_grades_what_the_student_submitted(grade_root: Path, case: st
     pretrained.py are not gradable, with the reason in format_errors."""
     student = {
         "reference": reference_files(),
-        "template": {"pretrained.py": (REPO / "student_template" / "src" / "pretrained.py").read_text(),
-                     "decoder.py": (REPO / "student_template" / "src" / "decoder.py").read_text()},
+        "template": {
+            "pretrained.py": (REPO / "student_template" / "src" / "pretrained.py").read_text(),
+            "decoder.py": (REPO / "student_template" / "src" / "decoder.py").read_text(),
+        },
         "nothing": {"notes.txt": "I ran out of time\n"},
-    }[case]  # fmt: skip
+    }[case]
     results, output = run_entrypoint(grade_root, student)
     if case == "reference":
         assert results["gradable"] is True and results["score"] == 1.0, output
@@ -142,9 +167,14 @@ def test_entrypoint_grades_what_the_student_submitted(grade_root: Path, case: st
         assert results["gradable"] is False and "pretrained.py" in " ".join(results["format_errors"]), results
 
 
-@pytest.mark.parametrize(("body", "reason"), [("echo broken >&2; exit 3", "exited with status 3"),
-                                              ("exec sleep 60", "did not finish"),
-                                              ('printf "{\\"score\\": 7}" > "$4"; exit 0', "missing or invalid")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ("echo broken >&2; exit 3", "exited with status 3"),
+        ("exec sleep 60", "did not finish"),
+        ('printf "{\\"score\\": 7}" > "$4"; exit 0', "missing or invalid"),
+    ],
+)
 def test_entrypoint_falls_back_when_the_grader_fails(tmp_path: Path, body: str, reason: str) -> None:
     """A grader that crashes, hangs or writes a score outside [0, 1]: a valid, not gradable result (no
     attempt lost), telling the student it is not their code, the reason stored for staff."""
@@ -171,8 +201,7 @@ def test_image_recipe_is_consistent() -> None:
     for source in sources:
         assert source == "constraints.tx[t]" or (REPO / source).exists(), source
     assert not [s for s in sources if s in ("reference", "reference/", ".") or s.endswith("pretrained.py")]
-    assert ("grader/artifacts/prairielearn/grade.sh" in sources and
-            ENTRYPOINT in (FILES / "Dockerfile").read_text())  # fmt: skip
+    assert "grader/artifacts/prairielearn/grade.sh" in sources and ENTRYPOINT in (FILES / "Dockerfile").read_text()
     options = json.loads((FILES / "info.json.example").read_text())["externalGradingOptions"]
     assert options["enabled"] is True and options["entrypoint"] == ENTRYPOINT
     assert int(options["environment"]["LAB04_DEADLINE"]) + 30 <= options["timeout"] <= 600
@@ -194,11 +223,31 @@ def test_image_installs_a_complete_grader(tmp_path: Path) -> None:
             elif path.is_file():
                 target.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(path, target / path.name)
-    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                           str(tmp_path / "wheel"), str(context)], capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "wheel"),
+            str(context),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     (wheel,) = (tmp_path / "wheel").glob("lab04_grader-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {"grader/cli.py", "grader/outputs/prairielearn.py", "lab04_checks/checkpoints.py",
-            "grader/sandbox/inside/lab04_zygote.py", "reference/decoder.py"} <= names  # fmt: skip
+    assert {
+        "grader/cli.py",
+        "grader/outputs/prairielearn.py",
+        "lab04_checks/checkpoints.py",
+        "grader/sandbox/inside/lab04_zygote.py",
+        "reference/decoder.py",
+    } <= names
     assert not [n for n in names if re.search(r"reference/pretrained\.py$", n)]

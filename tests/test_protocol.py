@@ -44,28 +44,50 @@ def test_decode_refuses_oversized_and_truncated_datagrams() -> None:
         protocol.decode(_message(), truncated=True)
 
 
-@pytest.mark.parametrize("value", [
-    {"t": "bool", "v": 1}, {"t": "float", "v": "1.0"}, {"t": "float", "v": True}, {"t": "int", "v": 1.5},
-    {"t": "array", "dtype": "<f4", "shape": [-1]}, {"t": "array", "dtype": "<f4", "shape": [1] * 9},
-    {"t": "tuple", "items": "no"}, {"t": "dict", "items": [[{"t": "none"}]]}, {"t": "object"}, {"t": "nope"},
-    {"t": "str", "v": 3}, "a string", {"t": "tensor", "shape": [1], "array": {"t": "int", "v": 1}},
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"t": "bool", "v": 1},
+        {"t": "float", "v": "1.0"},
+        {"t": "float", "v": True},
+        {"t": "int", "v": 1.5},
+        {"t": "array", "dtype": "<f4", "shape": [-1]},
+        {"t": "array", "dtype": "<f4", "shape": [1] * 9},
+        {"t": "tuple", "items": "no"},
+        {"t": "dict", "items": [[{"t": "none"}]]},
+        {"t": "object"},
+        {"t": "nope"},
+        {"t": "str", "v": 3},
+        "a string",
+        {"t": "tensor", "shape": [1], "array": {"t": "int", "v": 1}},
+    ],
+)
 def test_descriptions_of_the_wrong_type_are_refused(value: object) -> None:
     with pytest.raises(ProtocolError):
         protocol.desc(value)
 
 
 def test_descriptions_are_read_and_their_strings_cleaned() -> None:
-    value = protocol.desc({"t": "tuple", "len": 2, "items": [{"t": "bool", "v": True},
-                                                            {"t": "str", "v": "a\udcff\x1b[2Jb", "len": 9}]})  # fmt: skip
+    value = protocol.desc(
+        {"t": "tuple", "len": 2, "items": [{"t": "bool", "v": True}, {"t": "str", "v": "a\udcff\x1b[2Jb", "len": 9}]}
+    )
     assert value.kind == "tuple" and value.items[0].value is True
     assert value.items[1].value == "a??b"
     assert protocol.desc({"t": "float", "v": "nan"}).number != protocol.desc({"t": "float", "v": "nan"}).number
 
 
 def test_student_exception_records_are_typed_and_bounded() -> None:
-    record = protocol.raised({"type": "ValueError", "message": "x" * 10_000 + "\nsecond line", "file": "p.py",
-                              "line": 3, "code": "raise ValueError()", "frames": [["p.py", 3, "f", "raise"]]}, "f")  # fmt: skip
+    record = protocol.raised(
+        {
+            "type": "ValueError",
+            "message": "x" * 10_000 + "\nsecond line",
+            "file": "p.py",
+            "line": 3,
+            "code": "raise ValueError()",
+            "frames": [["p.py", 3, "f", "raise"]],
+        },
+        "f",
+    )
     assert len(record.message) <= 500 and "second line" not in record.message
     assert record.summary().startswith("f raised ValueError: xxx") and "(p.py, line 3" in record.summary()
     for bad in ([1], {"line": "three"}, {"frames": [["p.py", "3"]]}, {"frames": [[1, 2, 3, 4]]}):
@@ -119,15 +141,26 @@ def test_sealing_survives_a_writable_mapping_held_by_the_writer() -> None:
 def test_reply_fields_are_declared_per_operation() -> None:
     fd = _results(b"")
     assert protocol.parse_reply("call", protocol.decode(_message(result={"t": "none"})), fd).ok
-    for op, message in (("call", _message()), ("read", _message(result={"t": "none"})),
-                        ("call", _message(result={"t": "none"}, extra=1)), ("import", _message(cells=[]))):  # fmt: skip
+    for op, message in (
+        ("call", _message()),
+        ("read", _message(result={"t": "none"})),
+        ("call", _message(result={"t": "none"}, extra=1)),
+        ("import", _message(cells=[])),
+    ):
         reply = protocol.parse_reply(op, protocol.decode(message), _results(b""))
         assert reply.status == "protocol", (op, message)
 
 
 def test_signatures_say_what_a_callable_accepts() -> None:
-    sig = protocol.signature({"params": [{"name": "x", "kind": "POSITIONAL_OR_KEYWORD"},
-                                         {"name": "atol", "kind": "POSITIONAL_OR_KEYWORD", "default": 1e-4}]}, "f")  # fmt: skip
+    sig = protocol.signature(
+        {
+            "params": [
+                {"name": "x", "kind": "POSITIONAL_OR_KEYWORD"},
+                {"name": "atol", "kind": "POSITIONAL_OR_KEYWORD", "default": 1e-4},
+            ]
+        },
+        "f",
+    )
     assert sig.accepts("atol") and not sig.accepts("training") and sig.default("atol") == 1e-4
     assert protocol.signature({"params": [{"name": "kw", "kind": "VAR_KEYWORD"}]}, "f").accepts("training")
     with pytest.raises(ProtocolError):
@@ -137,7 +170,7 @@ def test_signatures_say_what_a_callable_accepts() -> None:
 def test_the_agent_and_the_grader_digest_arrays_alike() -> None:
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("agent", "grader/sandbox/inside/lab04_agent.py")
+    spec = importlib.util.spec_from_file_location("agent", "grader/sandbox/inside/lab04_buffers.py")
     agent = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(agent)
     for array in (np.arange(12, dtype=np.float32).reshape(3, 4), np.arange(12.0).reshape(3, 4).T, np.zeros(0)):

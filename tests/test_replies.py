@@ -46,8 +46,9 @@ def _record(grader: Grader, folder: Path) -> list[Recorded]:
         blocks = message.get("arrays") or []
         end = max((b["offset"] + b["nbytes"] for b in blocks), default=0)
         data = os.pread(fd, end, 0) if end else b""
-        recorded.append(Recorded(getattr(_where, "tier", "?"), getattr(_where, "flavour", "?"), op,
-                                 copy.deepcopy(message), data))  # fmt: skip
+        recorded.append(
+            Recorded(getattr(_where, "tier", "?"), getattr(_where, "flavour", "?"), op, copy.deepcopy(message), data)
+        )
         return real_parse(op, message, fd)
 
     def request(self: process.StudentProcess, *args: Any, **kwargs: Any) -> protocol.Reply:
@@ -135,8 +136,13 @@ class _FakeProcess:
         return "", ""
 
 
-def _replay(grader: Grader, folder: Path, recorded: list[Recorded], target: tuple[str, int] | None = None,
-            breaker: Callable[[dict], Any] = lambda m: m) -> tuple[dict[str, str], Replay]:  # fmt: skip
+def _replay(
+    grader: Grader,
+    folder: Path,
+    recorded: list[Recorded],
+    target: tuple[str, int] | None = None,
+    breaker: Callable[[dict], Any] = lambda m: m,
+) -> tuple[dict[str, str], Replay]:
     replay = Replay(recorded, target, breaker)
     real_process, real_run_tier = session.StudentProcess, engine._run_tier
 
@@ -146,8 +152,12 @@ def _replay(grader: Grader, folder: Path, recorded: list[Recorded], target: tupl
 
     session.StudentProcess, engine._run_tier = replay.process, run_tier
     try:
-        config = replace(grader.config, submission=make_submission(folder, reference_files(True)),
-                         out=folder.parent / "r.json", seed=SEED)  # fmt: skip
+        config = replace(
+            grader.config,
+            submission=make_submission(folder, reference_files(True)),
+            out=folder.parent / "r.json",
+            seed=SEED,
+        )
         report = engine.grade(config, expectations=grader.expectations, zygotes={"torch": None, "numpy": None})
     finally:
         session.StudentProcess, engine._run_tier = real_process, real_run_tier
@@ -210,7 +220,7 @@ def _targets(recorded: list[Recorded]) -> Iterator[tuple[str, int, str]]:
 
 
 def test_the_replay_passes_every_tier(grader: Grader, recording: list[Recorded], tmp_path: Path) -> None:
-    statuses, replay = _replay(grader, tmp_path / "sub", recording)
+    statuses, _ = _replay(grader, tmp_path / "sub", recording)
     assert set(statuses.values()) == {"passed"}, statuses
     assert {r.tier for r in recording} >= set(TIER_NAMES)
 
@@ -231,8 +241,9 @@ def test_a_broken_reply_fails_its_tier(breaker: str, grader: Grader, recording: 
 
 
 @pytest.mark.parametrize("breaker", list(BREAKERS))
-def test_a_broken_export_fails_the_tiers_that_use_the_model(breaker: str, grader: Grader, recording: list[Recorded],
-                                                            tmp_path: Path) -> None:  # fmt: skip
+def test_a_broken_export_fails_the_tiers_that_use_the_model(
+    breaker: str, grader: Grader, recording: list[Recorded], tmp_path: Path
+) -> None:
     shapes = [r for r in recording if r.tier == "shapes"]
     position = next(i for i, r in enumerate(shapes) if r.op == "export")
     statuses, replay = _replay(grader, tmp_path / "export", recording, ("shapes", position), BREAKERS[breaker])

@@ -21,8 +21,10 @@ STATUSES = {"passed", "failed", "error", "timeout", "skipped"}
 def sample_report() -> Report:
     """A fixed report covering every tier status, NaN and infinity, and hostile strings."""
     statuses = ["passed", "failed", "skipped", "timeout", "error", "passed", "failed", "passed"]
-    tiers = [TierResult(name, name.title(), status, 10.0 if status == "passed" else 0.0, 10.0, f"{name} detail", 0.5)
-             for name, status in zip(TIER_NAMES, statuses, strict=True)]  # fmt: skip
+    tiers = [
+        TierResult(name, name.title(), status, 10.0 if status == "passed" else 0.0, 10.0, f"{name} detail", 0.5)
+        for name, status in zip(TIER_NAMES, statuses, strict=True)
+    ]
     tiers[1].detail = "blocks.0.attn.W_O holds the transpose of the right array \udcff \x1b[31mred\x1b[0m"
     tiers[1].causes = {"attribute attn.W_O": "blocks.0.attn.W_O holds the transpose"}
     tiers[1].mistakes = [("attn.W_O:transpose", "attn.W_O holds the transpose of the right array")]
@@ -33,9 +35,16 @@ def sample_report() -> Report:
     return Report(
         tiers=tiers,
         decoder="reference",
-        models={"primary": {"name": "tiny", "source": "built-in synthetic checkpoint 'tiny' (seed 4)", "sha256": "ab" * 32}},
-        submission={"path": "sub", "kind": "folder", "files": ["pretrained.py", "notes\udcff.txt"], "notes": [],
-                    "problem": None},  # fmt: skip
+        models={
+            "primary": {"name": "tiny", "source": "built-in synthetic checkpoint 'tiny' (seed 4)", "sha256": "ab" * 32}
+        },
+        submission={
+            "path": "sub",
+            "kind": "folder",
+            "files": ["pretrained.py", "notes\udcff.txt"],
+            "notes": [],
+            "problem": None,
+        },
         tolerances={"logits": "max |diff| <= 1e-05 * max(1, max |GPT-2 logit|)", "logits_rtol": 1e-5},
         versions={"python": "3.11.7", "numpy": "2.4.6", "torch": "2.13.0+cpu", "transformers": "5.24.0"},
         limits={"timeout_s": 5.0, "memory_bytes": 2**30, "threads": 1},
@@ -64,8 +73,9 @@ def test_report_is_strict_ascii_json_with_gradescope_keys() -> None:
     assert set(data["extra_data"]["tiers"]) == set(TIER_NAMES)
     assert all(e["status"] in STATUSES for e in data["extra_data"]["tiers"].values())
     assert data["extra_data"]["tiers"]["logits"]["max_diff"] is None  # NaN is not JSON
-    assert data["extra_data"]["diagnosis"] == [{"key": "attn.W_O:transpose", "tier": "shapes",
-                                                "label": "attn.W_O holds the transpose of the right array"}]  # fmt: skip
+    assert data["extra_data"]["diagnosis"] == [
+        {"key": "attn.W_O:transpose", "tier": "shapes", "label": "attn.W_O holds the transpose of the right array"}
+    ]
 
 
 def test_student_strings_are_made_safe() -> None:
@@ -87,8 +97,9 @@ def test_start_here_names_the_root_cause_of_several_failures() -> None:
 
 def test_markdown_presentation_and_tier_visibility() -> None:
     report = sample_report()
-    report.presentation = Presentation(output_format="md", tier_visibility=(("generate", "after_due_date"),),
-                                       leaderboard=True)  # fmt: skip
+    report.presentation = Presentation(
+        output_format="md", tier_visibility=(("generate", "after_due_date"),), leaderboard=True
+    )
     data = json.loads(dumps(report))
     assert data["output_format"] == data["test_output_format"] == "md"
     assert {t["tags"][0]: t["visibility"] for t in data["tests"]}["generate"] == "after_due_date"
@@ -106,9 +117,14 @@ def test_write_report_is_atomic_and_leaves_no_temporary_file(tmp_path: Path) -> 
 
 def test_one_typo_submission_says_where_to_start(tmp_path: Path, grader: Grader) -> None:
     files = reference_files(False)
-    files["pretrained.py"] = files["pretrained.py"].replace(
-        'mapping["transformer.ln_f.bias"] = ("ln_f.beta", same)', 'mapping["transformer.ln_f.biases"] = ("ln_f.beta", same)'
-    ).replace("        if hf_name not in state:\n", "        if hf_name not in state:\n            continue\n")
+    files["pretrained.py"] = (
+        files["pretrained.py"]
+        .replace(
+            'mapping["transformer.ln_f.bias"] = ("ln_f.beta", same)',
+            'mapping["transformer.ln_f.biases"] = ("ln_f.beta", same)',
+        )
+        .replace("        if hf_name not in state:\n", "        if hf_name not in state:\n            continue\n")
+    )
     report = grader(make_submission(tmp_path / "typo", files))
     assert "transformer.ln_f.biases is a typo of transformer.ln_f.bias" in report.start_here, report.start_here
     assert report.summary().splitlines()[1].startswith("Start here: fix this first: ln_f.beta")

@@ -20,14 +20,15 @@ import pytest
 from conftest import DOCKER_LIKE, REPO, make_submission
 
 from grader.errors import SandboxError
+from grader.grading.checkpoints import BUILTIN
 from grader.sandbox.limits import Limits
 from grader.sandbox.plan import build_plan
-from grader.sandbox.process import StudentProcess, Zygote
-from grader.grading.checkpoints import BUILTIN
+from grader.sandbox.process import StudentProcess
+from grader.sandbox.zygote import Zygote
 from lab04_checks.checkpoints import default_root, ensure_checkpoint
 
 ROOT = os.geteuid() == 0
-PROBE = '''
+PROBE = """
 import os, socket, ctypes
 def listing(path="/"):
     return sorted(os.listdir(path))
@@ -61,7 +62,7 @@ def crash():
 def big(n):
     import numpy
     return numpy.zeros(n, dtype=numpy.float32)
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -95,12 +96,13 @@ def deadline(seconds: float = 10) -> float:
     return time.monotonic() + seconds
 
 
-def call(process: StudentProcess, fn: str, *args: object, seconds: float = 10, budget: int = 1 << 16):  # noqa: ANN201
-    return process.request("call", {"fn": fn, "args": [{"v": a} for a in args], "label": fn}, deadline(seconds),
-                           budget=budget)  # fmt: skip
+def call(process: StudentProcess, fn: str, *args: object, seconds: float = 10, budget: int = 1 << 16):
+    return process.request(
+        "call", {"fn": fn, "args": [{"v": a} for a in args], "label": fn}, deadline(seconds), budget=budget
+    )
 
 
-def value(reply) -> object:  # noqa: ANN001
+def value(reply) -> object:
     result = reply.fields["result"]
     if result["t"] == "list":
         return [item.get("v", item) for item in result["items"]]
@@ -113,14 +115,34 @@ def test_the_student_process_sees_only_its_allow_list(flavour: str, zygotes: dic
     process = start(zygotes, tmp_path, flavour)
     try:
         top = value(call(process, "listing"))
-        assert set(top) <= {"bin", "checkpoints", "dev", "etc", "lab04", "lib", "lib32", "lib64", "proc", "root",
-                            "sbin", "submission", "sys", "tmp", "usr", "work"}, top  # fmt: skip
+        assert set(top) <= {
+            "bin",
+            "checkpoints",
+            "dev",
+            "etc",
+            "lab04",
+            "lib",
+            "lib32",
+            "lib64",
+            "proc",
+            "root",
+            "sbin",
+            "submission",
+            "sys",
+            "tmp",
+            "usr",
+            "work",
+        }, top
         assert "home" not in top and "var" not in top and "opt" not in top
         etc = set(value(call(process, "listing", "/etc")))
         assert etc <= {"group", "hostname", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "passwd"}, etc
         assert "shadow" not in etc and "passwd" in etc
-        for secret in (str(REPO / "grader" / "grading" / "answers.py"), "/etc/shadow", str(REPO / "reference"),
-                       str(default_root() / "tiny" / "model.safetensors")):  # fmt: skip
+        for secret in (
+            str(REPO / "grader" / "grading" / "answers.py"),
+            "/etc/shadow",
+            str(REPO / "reference"),
+            str(default_root() / "tiny" / "model.safetensors"),
+        ):
             assert call(process, "read", secret).status == "raised", secret
         assert call(process, "read", "/checkpoints/tiny/model.safetensors").ok  # its own checkpoint, by design
         uid, gid, pid, few = value(call(process, "who"))
@@ -151,8 +173,10 @@ def test_a_hang_is_timed_out_and_located(zygotes: dict, tmp_path: Path) -> None:
     started = time.monotonic()
     reply = call(process, "spin", seconds=1.5)
     assert reply.status == "timeout" and time.monotonic() - started < 4
-    assert reply.where in (f"pretrained.py, line {_line('    while True:')} in spin",
-                           f"pretrained.py, line {_line('        pass')} in spin")  # where the signal landed
+    assert reply.where in (
+        f"pretrained.py, line {_line('    while True:')} in spin",
+        f"pretrained.py, line {_line('        pass')} in spin",
+    )  # where the signal landed
     assert not process.alive
 
 
@@ -209,8 +233,14 @@ def _unprivileged(script: str, user: str = "nobody") -> dict:
                 changed.append((folder, mode))
                 folder.chmod(mode | 0o001)
     try:
-        done = subprocess.run(["runuser", "-u", user, "--", sys.executable, "-c", script], capture_output=True,
-                              text=True, timeout=300, cwd=tmp_path, check=False)  # fmt: skip
+        done = subprocess.run(
+            ["runuser", "-u", user, "--", sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=tmp_path,
+            check=False,
+        )
     finally:
         for folder, mode in changed:
             folder.chmod(mode)
@@ -219,13 +249,14 @@ def _unprivileged(script: str, user: str = "nobody") -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-USER_SCRIPT = f'''
+USER_SCRIPT = f"""
 import json, os, sys, tempfile, time
 sys.path.insert(0, {str(REPO)!r})
 from pathlib import Path
 from grader.sandbox.limits import Limits
 from grader.sandbox.plan import build_plan
-from grader.sandbox.process import StudentProcess, Zygote
+from grader.sandbox.process import StudentProcess
+from grader.sandbox.zygote import Zygote
 scratch = Path(tempfile.mkdtemp(prefix="lab04-sandbox-test-"))
 scratch.chmod(0o755)
 sub = scratch / "sub"; sub.mkdir(); (sub / "pretrained.py").write_text({PROBE!r})
@@ -238,7 +269,7 @@ reply = p.request("call", {{"fn": "listing"}}, time.monotonic() + 30, budget=1 <
 print(json.dumps({{"layers": p.layers, "listing": [i["v"] for i in reply.fields["result"]["items"]]}}))
 p.close(); zygote.close()
 import shutil; shutil.rmtree(scratch, ignore_errors=True)
-'''
+"""
 
 
 @pytest.mark.slow
@@ -254,11 +285,18 @@ def test_a_normal_user_gets_the_same_isolation_through_a_user_namespace(tmp_path
 @pytest.mark.skipif(not ROOT, reason="needs root to drop CAP_SYS_ADMIN")
 def test_in_a_docker_like_container_the_missing_layers_are_reported(tmp_path: Path) -> None:
     script = USER_SCRIPT.replace("os.getuid())\np = ", "61778)\np = ").replace(
-        "StudentProcess(zygote, plan, Limits(), scratch, \"numpy\", os.getuid())",
-        "StudentProcess(zygote, plan, Limits(), scratch, \"numpy\", 61778)")
+        'StudentProcess(zygote, plan, Limits(), scratch, "numpy", os.getuid())',
+        'StudentProcess(zygote, plan, Limits(), scratch, "numpy", 61778)',
+    )
     (tmp_path / "docker_like.py").write_text(DOCKER_LIKE)
-    done = subprocess.run([sys.executable, str(tmp_path / "docker_like.py"), sys.executable, "-c", script],
-                          capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(tmp_path / "docker_like.py"), sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert any("namespaces" in u for u in seen["layers"]["unavailable"]), seen
@@ -279,8 +317,13 @@ def test_without_isolation_nothing_is_hidden(flavour: str, zygotes: dict, tmp_pa
 def test_inputs_reach_the_student_as_private_copies(zygotes: dict, tmp_path: Path) -> None:
     process = start(zygotes, tmp_path, "numpy")
     try:
-        reply = process.request("call", {"fn": "big", "args": [{"a": 0}], "label": "big"}, deadline(),
-                                inputs=[np.asarray(5)], budget=1 << 16)  # fmt: skip
+        reply = process.request(
+            "call",
+            {"fn": "big", "args": [{"a": 0}], "label": "big"},
+            deadline(),
+            inputs=[np.asarray(5)],
+            budget=1 << 16,
+        )
         assert reply.ok and reply.array(reply.fields["result"]["a"]).shape == (5,)
     finally:
         process.close()

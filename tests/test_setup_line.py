@@ -26,7 +26,10 @@ TORCH = "2.13.0"
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 LOCAL_WHEELS = Path("/opt/wheels")  # this machine's torch (CPU build), found through PIP_FIND_LINKS
 LINUX_X86_PY311 = sys.platform == "linux" and platform.machine() == "x86_64" and sys.version_info[:2] == (3, 11)
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(not LINUX_X86_PY311, reason="a claim about CPython 3.11, Linux x86_64")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not LINUX_X86_PY311, reason="a claim about CPython 3.11, Linux x86_64"),
+]
 
 
 def resolve(tmp_path: Path, *args: str) -> tuple[dict[str, dict], str]:
@@ -34,10 +37,31 @@ def resolve(tmp_path: Path, *args: str) -> tuple[dict[str, dict], str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
     env["PIP_CONFIG_FILE"] = os.devnull  # no pip.conf at any level (pip reads this one even when --isolated)
     report = tmp_path / "report.json"
-    done = subprocess.run([sys.executable, "-m", "pip", "--isolated", "install", "--dry-run", "--ignore-installed",
-                           "--disable-pip-version-check",
-                           "--verbose", "--report", str(report), "--retries", "1", "--timeout", "30", f"torch=={TORCH}",
-                           *args], env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--isolated",
+            "install",
+            "--dry-run",
+            "--ignore-installed",
+            "--disable-pip-version-check",
+            "--verbose",
+            "--report",
+            str(report),
+            "--retries",
+            "1",
+            "--timeout",
+            "30",
+            f"torch=={TORCH}",
+            *args,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     output = done.stdout + done.stderr
     if done.returncode != 0:
         return {}, output

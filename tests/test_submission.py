@@ -74,8 +74,13 @@ print(json.dumps({"errors": module.__notebook_errors__, "names": names}))
 
 def run_loader(work: Path, *names: str) -> dict:
     """Import the generated loader in a fresh interpreter: its ``__notebook_errors__`` and the named globals."""
-    done = subprocess.run([sys.executable, "-c", RUN_LOADER, str(work / LOADER_NAME), *names], cwd=work,
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", RUN_LOADER, str(work / LOADER_NAME), *names],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.splitlines()[-1])
 
@@ -103,12 +108,16 @@ def test_pretrained_py_is_found_and_its_folder_structure_kept(tmp_path: Path, pr
 
 def test_decoder_beside_pretrained_is_the_first_to_try(tmp_path: Path) -> None:
     """decoder.py beside pretrained.py is tried first, the course's sibling Lab 03 one second."""
-    files = {"lab04_pretrained_weights/src/pretrained.py": PRETRAINED,
-             "lab04_pretrained_weights/src/decoder.py": DECODER, LAB03: DECODER}  # fmt: skip
+    files = {
+        "lab04_pretrained_weights/src/pretrained.py": PRETRAINED,
+        "lab04_pretrained_weights/src/decoder.py": DECODER,
+        LAB03: DECODER,
+    }
     prepared = prepare(make_submission(tmp_path / "sub", files), tmp_path / "work")
     assert prepared.decoders == ["lab04_pretrained_weights/src/decoder.py", LAB03]
-    flat = prepare(make_submission(tmp_path / "flat", {"pretrained.py": PRETRAINED, "decoder.py": DECODER}),
-                   tmp_path / "flat_work")  # fmt: skip
+    flat = prepare(
+        make_submission(tmp_path / "flat", {"pretrained.py": PRETRAINED, "decoder.py": DECODER}), tmp_path / "flat_work"
+    )
     assert flat.decoders == ["decoder.py"]
 
 
@@ -135,11 +144,16 @@ def test_sibling_decoder_outside_the_submission_is_not_listed(tmp_path: Path) ->
 
 def test_the_shallowest_pretrained_py_wins_and_a_note_names_the_others(tmp_path: Path) -> None:
     """Several pretrained.py: the shallowest is graded; the note names the others."""
-    files = {"src/pretrained.py": PRETRAINED, "old/attempt/pretrained.py": "OLD = 1\n", "backup/v2/src/pretrained.py": ""}
+    files = {
+        "src/pretrained.py": PRETRAINED,
+        "old/attempt/pretrained.py": "OLD = 1\n",
+        "backup/v2/src/pretrained.py": "",
+    }
     prepared = prepare(make_submission(tmp_path / "sub", files), tmp_path / "work")
     assert prepared.module == "src/pretrained.py"
-    assert prepared.notes == ["graded src/pretrained.py; also found old/attempt/pretrained.py, "
-                              "backup/v2/src/pretrained.py"]  # fmt: skip
+    assert prepared.notes == [
+        "graded src/pretrained.py; also found old/attempt/pretrained.py, backup/v2/src/pretrained.py"
+    ]
 
 
 def test_at_equal_depth_the_course_folder_wins_over_others(tmp_path: Path) -> None:
@@ -150,9 +164,6 @@ def test_at_equal_depth_the_course_folder_wins_over_others(tmp_path: Path) -> No
     assert prepared.notes == [f"graded {LAB04}; also found attempt/src/pretrained.py"]
 
 
-@pytest.mark.xfail(strict=True, reason="submission.py:149 tests 'lab04' in the ABSOLUTE path: every zip is extracted "
-                                       "under /tmp/lab04-grade-*/ (engine.py:192), so the lab04 preference never "
-                                       "applies to zips (nor to folders kept under a path with lab04 in it)")
 def test_the_course_folder_preference_ignores_where_the_submission_sits(tmp_path: Path) -> None:
     """The same zip, laid out in a scratch folder named as the engine names it, still grades the lab04 code."""
     archive = write_zip(tmp_path / "sub.zip", {"attempt/src/pretrained.py": "A = 1\n", LAB04: PRETRAINED})
@@ -162,8 +173,10 @@ def test_the_course_folder_preference_ignores_where_the_submission_sits(tmp_path
 
 def test_a_pretrained_py_file_brings_only_itself_and_its_decoder(tmp_path: Path) -> None:
     """Given pretrained.py itself, only it and the decoder.py beside it are used."""
-    folder = make_submission(tmp_path / "sub", {"pretrained.py": PRETRAINED, "decoder.py": DECODER,
-                                                "helper.py": "x = 1\n", "src/other.py": "y = 2\n"})  # fmt: skip
+    folder = make_submission(
+        tmp_path / "sub",
+        {"pretrained.py": PRETRAINED, "decoder.py": DECODER, "helper.py": "x = 1\n", "src/other.py": "y = 2\n"},
+    )
     prepared = prepare(folder / "pretrained.py", tmp_path / "work")
     assert prepared.problem is None
     assert sorted(prepared.files) == ["decoder.py", "pretrained.py"]
@@ -184,7 +197,9 @@ def test_preparing_never_writes_into_the_students_folder(tmp_path: Path) -> None
 
 def test_symlinks_in_a_folder_are_never_followed(tmp_path: Path) -> None:
     """A linked file, a linked folder and a linked pretrained.py: none is copied, none is graded."""
-    outside = make_submission(tmp_path / "outside", {"secret.py": "TOKEN = 'secret'\n", "pretrained.py": "STOLEN = 1\n"})
+    outside = make_submission(
+        tmp_path / "outside", {"secret.py": "TOKEN = 'secret'\n", "pretrained.py": "STOLEN = 1\n"}
+    )
     folder = make_submission(tmp_path / "sub", {"code/pretrained.py": PRETRAINED})
     (folder / "helper.py").symlink_to(outside / "secret.py")
     (folder / "lib").symlink_to(outside, target_is_directory=True)
@@ -218,9 +233,16 @@ def test_a_linked_src_folder_alone_is_no_submission(tmp_path: Path) -> None:
 
 def test_weights_and_tool_folders_are_skipped(tmp_path: Path) -> None:
     """Weights are left out with a note; .venv, venv, .git, __pycache__, checkpoints and caches silently."""
-    skipped = {".venv/lib/site.py", "venv/bin/pretrained.py", ".git/config", "__pycache__/pretrained.cpython-311.pyc",
-               ".ipynb_checkpoints/pretrained-checkpoint.py", "node_modules/x.js", "src/__pycache__/pretrained.py",
-               "__MACOSX/._pretrained.py"}  # fmt: skip
+    skipped = {
+        ".venv/lib/site.py",
+        "venv/bin/pretrained.py",
+        ".git/config",
+        "__pycache__/pretrained.cpython-311.pyc",
+        ".ipynb_checkpoints/pretrained-checkpoint.py",
+        "node_modules/x.js",
+        "src/__pycache__/pretrained.py",
+        "__MACOSX/._pretrained.py",
+    }
     weights = {"model.safetensors", "src/pytorch_model.bin", "cache.npy", "w.pt"}
     kept = {"src/pretrained.py", "src/decoder.py", "README.md"}
     files = dict.fromkeys(skipped | weights | kept, "x = 1\n")
@@ -269,8 +291,6 @@ def test_files_past_the_count_cap_are_left_out(tmp_path: Path) -> None:
     assert len(prepared.notes) == 4 and all(n.endswith("(too large)") for n in prepared.notes)
 
 
-@pytest.mark.xfail(strict=True, reason="submission.py:214 applies the count (and total size) cap in walk order: the "
-                                       "graded pretrained.py itself can be dropped while prepare reports no problem")
 def test_the_graded_pretrained_py_survives_the_caps(tmp_path: Path) -> None:
     """MAX_FILES files that sort before src/: either pretrained.py is copied, or the submission has a problem."""
     folder = make_submission(tmp_path / "sub", {"src/pretrained.py": PRETRAINED})
@@ -293,9 +313,6 @@ def test_a_file_name_that_is_not_utf8_is_noted_not_copied(tmp_path: Path) -> Non
     json.dumps(prepared.notes, ensure_ascii=False).encode("utf-8")  # the report can hold it
 
 
-@pytest.mark.xfail(strict=True, reason="submission.py:148,174: a pretrained.py in a folder whose name is not UTF-8 is "
-                                       "chosen as the module, then not copied (_copy_tree ignores the name): "
-                                       "problem is None but the module file is missing")
 def test_pretrained_py_under_a_folder_name_that_is_not_utf8(tmp_path: Path) -> None:
     """Either a problem, or a module that exists in the work folder."""
     folder = tmp_path / "sub"
@@ -314,13 +331,15 @@ def test_pretrained_py_under_a_folder_name_that_is_not_utf8(tmp_path: Path) -> N
     ("files", "says"),
     [
         ({"decoder.py": DECODER, "notes.txt": "todo\n"}, "no pretrained.py or notebook"),
-        ({".backup/pretrained.py": PRETRAINED, "__pycache__/pretrained.py": "", ".venv/pretrained.py": ""},
-         "no pretrained.py or notebook"),
+        (
+            {".backup/pretrained.py": PRETRAINED, "__pycache__/pretrained.py": "", ".venv/pretrained.py": ""},
+            "no pretrained.py or notebook",
+        ),
         ({}, "no pretrained.py or notebook"),
         ({"a.ipynb": "{}", "b.ipynb": "{}"}, "found 2 notebooks and no pretrained.py"),
     ],
     ids=["only a decoder", "only in skipped folders", "empty", "two notebooks"],
-)  # fmt: skip
+)
 def test_no_pretrained_py_is_a_problem_not_an_exception(tmp_path: Path, files: dict[str, str], says: str) -> None:
     """A folder without a usable pretrained.py comes back with a problem saying so."""
     folder = make_submission(tmp_path / "sub", files)
@@ -412,8 +431,15 @@ def test_zip_symlink_entries_are_never_created(tmp_path: Path) -> None:
 
 def test_zip_skips_weights_and_tool_folders(tmp_path: Path) -> None:
     """Weights, .git, .venv, __pycache__ and __MACOSX entries are not even extracted."""
-    entries = {"src/pretrained.py": PRETRAINED, "model.safetensors": "w", "src/x.bin": "w", ".git/config": "c",
-               ".venv/lib/y.py": "y", "src/__pycache__/p.py": "p", "__MACOSX/src/._pretrained.py": "m"}  # fmt: skip
+    entries = {
+        "src/pretrained.py": PRETRAINED,
+        "model.safetensors": "w",
+        "src/x.bin": "w",
+        ".git/config": "c",
+        ".venv/lib/y.py": "y",
+        "src/__pycache__/p.py": "p",
+        "__MACOSX/src/._pretrained.py": "m",
+    }
     prepared = prepare(write_zip(tmp_path / "sub.zip", entries), tmp_path / "z" / "work")
     assert files_under(tmp_path / "z" / "extracted") == {"src/pretrained.py"}
     assert files_under(prepared.work) == {"src/pretrained.py"}
@@ -516,8 +542,14 @@ def test_notebook_cells_blank_magics_and_count_every_cell(tmp_path: Path) -> Non
 
 def test_cell_magics_drop_shell_cells_and_keep_timed_python(tmp_path: Path) -> None:
     """%%bash and %%writefile cells vanish; %%time, %%timeit and %%capture bodies stay, their first line blank."""
-    cells = ["%%bash\ntouch marker", "%%time\nA = 1", "%%writefile x.py\nprint(1)", "%%timeit -n1\nB = 2",
-             "  %%capture out\nC = 3", "%%html\n<b>hi</b>"]  # fmt: skip
+    cells = [
+        "%%bash\ntouch marker",
+        "%%time\nA = 1",
+        "%%writefile x.py\nprint(1)",
+        "%%timeit -n1\nB = 2",
+        "  %%capture out\nC = 3",
+        "%%html\n<b>hi</b>",
+    ]
     found = notebook_cells(write_notebook(tmp_path / "nb.ipynb", cells))
     assert found == [(2, "\nA = 1\n"), (4, "\nB = 2\n"), (5, "\nC = 3\n")]
 
@@ -534,9 +566,15 @@ def test_lines_starting_with_percent_inside_python_are_kept(tmp_path: Path) -> N
 
 @pytest.mark.parametrize(
     ("name", "number"),
-    [("_cell_012.py", 12), ("/tmp/lab04-grade-x/submission/_cell_003.py", 3), ("_cell_1234.py", 1234),
-     ("pretrained.py", None), ("_cell_3.py", None), ("_cell_003.pyc", None)],
-)  # fmt: skip
+    [
+        ("_cell_012.py", 12),
+        ("/tmp/lab04-grade-x/submission/_cell_003.py", 3),
+        ("_cell_1234.py", 1234),
+        ("pretrained.py", None),
+        ("_cell_3.py", None),
+        ("_cell_003.pyc", None),
+    ],
+)
 def test_cell_of_reads_the_cell_number_of_a_generated_file(name: str, number: int | None) -> None:
     assert cell_of(name) == number
 
@@ -568,8 +606,11 @@ def test_loader_runs_every_cell_and_records_each_failure(tmp_path: Path) -> None
     result = run_loader(prepared.work, "A", "B", "C")
     assert result["names"] == {"A": 1, "B": 2, "C": 3}
     errors = result["errors"]
-    assert [(e["cell"], e["type"], e["line"]) for e in errors] == [(3, "ValueError", 4), (4, "SyntaxError", 1),
-                                                                    (6, "NameError", 2)]  # fmt: skip
+    assert [(e["cell"], e["type"], e["line"]) for e in errors] == [
+        (3, "ValueError", 4),
+        (4, "SyntaxError", 1),
+        (6, "NameError", 2),
+    ]
     assert errors[0]["message"] == "boom in cell 3"
     assert errors[2]["message"] == "name 'undefined_name' is not defined"
 
@@ -590,23 +631,22 @@ def test_notebook_is_prepared_as_cell_files_and_a_loader(tmp_path: Path) -> None
     assert prepared.cell_files == {"_cell_001.py": "lab04.ipynb, cell 1", "_cell_004.py": "lab04.ipynb, cell 4"}
     assert prepared.files == ["lab04.ipynb"]
     assert prepared.notes == ["2 code cells"]
+    assert (prepared.notebook, prepared.cells) == ("lab04.ipynb", notebook_cells(path))
     assert files_under(prepared.work) == {LOADER_NAME, "_cell_001.py", "_cell_004.py"}
 
 
 def test_rename_points_at_the_notebook_cell(tmp_path: Path) -> None:
     """Generated cell files, bare or with any folder before them, become "lab04.ipynb, cell N, line M"."""
     prepared = prepare(write_notebook(tmp_path / "lab04.ipynb", ["A = 1", ("markdown", "x"), "B = 2"]), tmp_path / "w")
-    text = ("(_cell_003.py, line 7: `raise`)\n/tmp/lab04-grade-x/submission/_cell_001.py, line 2\n"
-            "pretrained.py, line 5")  # fmt: skip
-    assert prepared.rename(text) == ("(lab04.ipynb, cell 3, line 7: `raise`)\nlab04.ipynb, cell 1, line 2\n"
-                                     "pretrained.py, line 5")  # fmt: skip
+    text = "(_cell_003.py, line 7: `raise`)\n/tmp/lab04-grade-x/submission/_cell_001.py, line 2\npretrained.py, line 5"
+    assert prepared.rename(text) == (
+        "(lab04.ipynb, cell 3, line 7: `raise`)\nlab04.ipynb, cell 1, line 2\npretrained.py, line 5"
+    )
     folder = prepare(make_submission(tmp_path / "sub", {"pretrained.py": PRETRAINED}), tmp_path / "w2")
     assert folder.rename(text) == text  # nothing to rename for a folder
     assert folder.module_label == "pretrained.py"
 
 
-@pytest.mark.xfail(strict=True, reason="submission.py:59 passes the label (the notebook's file name) to re.sub as "
-                                       "the replacement: a backslash in the name raises re.error ('bad escape')")
 def test_rename_survives_a_backslash_in_the_notebook_name(tmp_path: Path) -> None:
     prepared = Prepared(tmp_path, "notebook", cell_files={"_cell_001.py": "my\\lab.ipynb, cell 1"})
     assert prepared.rename("_cell_001.py, line 3") == "my\\lab.ipynb, cell 1, line 3"
@@ -646,9 +686,12 @@ def test_template_stubs_beside_a_completed_notebook_grade_the_notebook(tmp_path:
     assert prepared.cell_files
 
 
-@pytest.mark.parametrize(("code", "notebook_code"), [(STUB, STUB), (PRETRAINED, PRETRAINED)],
-                         ids=["both untouched", "pretrained.py done"])  # fmt: skip
-def test_pretrained_py_is_graded_unless_only_the_notebook_is_done(tmp_path: Path, code: str, notebook_code: str) -> None:
+@pytest.mark.parametrize(
+    ("code", "notebook_code"), [(STUB, STUB), (PRETRAINED, PRETRAINED)], ids=["both untouched", "pretrained.py done"]
+)
+def test_pretrained_py_is_graded_unless_only_the_notebook_is_done(
+    tmp_path: Path, code: str, notebook_code: str
+) -> None:
     """With a stub notebook, or a completed pretrained.py, the folder's pretrained.py is graded."""
     folder = make_submission(tmp_path / "sub", {"src/pretrained.py": code, "src/decoder.py": DECODER})
     (folder / "lab04.ipynb").write_text(template_notebook(notebook_code, DECODER))

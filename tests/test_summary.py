@@ -68,21 +68,48 @@ ODD = "Zoë & <b>#1? 'x'"  # a report file name with HTML, quotes, a hash, a que
 XSS = "<script>alert(1)</script>"
 
 
-def report(statuses: dict[str, str] | None = None, details: dict[str, str] | None = None,
-           mistakes: dict[str, list[tuple[str, str]]] | None = None, seconds: float = 10.0, peak: float = 512.0,
-           **extra: Any) -> Report:  # fmt: skip
+def report(
+    statuses: dict[str, str] | None = None,
+    details: dict[str, str] | None = None,
+    mistakes: dict[str, list[tuple[str, str]]] | None = None,
+    seconds: float = 10.0,
+    peak: float = 512.0,
+    **extra: Any,
+) -> Report:
     """A report: every tier passed with full points unless ``statuses`` says otherwise."""
     statuses, details, mistakes = statuses or {}, details or {}, mistakes or {}
     tiers = []
     for name, title, points in TIERS:
         status = statuses.get(name, "passed")
-        tiers.append(TierResult(name, title, status, points if status == "passed" else 0.0, points,
-                                details.get(name, f"{name}: {status}"), 0.5, mistakes=mistakes.get(name, [])))  # fmt: skip
-    options = {"decoder": "reference", "models": MODELS, "tolerances": {"logits": "1e-5"}, "limits": {},
-               "submission": {"path": "/subs/x", "kind": "folder", "module": "pretrained.py",
-                              "files": ["pretrained.py"], "notes": [], "problem": None},
-               "versions": {"grader": "0.1.0", "python": "3.11.7"}, "execution_time": seconds,
-               "resources": {"grader_peak_rss_mb": 9999.0, "torch_peak_rss_mb": peak, "numpy_peak_rss_mb": peak / 2}}  # fmt: skip
+        tiers.append(
+            TierResult(
+                name,
+                title,
+                status,
+                points if status == "passed" else 0.0,
+                points,
+                details.get(name, f"{name}: {status}"),
+                0.5,
+                mistakes=mistakes.get(name, []),
+            )
+        )
+    options = {
+        "decoder": "reference",
+        "models": MODELS,
+        "tolerances": {"logits": "1e-5"},
+        "limits": {},
+        "submission": {
+            "path": "/subs/x",
+            "kind": "folder",
+            "module": "pretrained.py",
+            "files": ["pretrained.py"],
+            "notes": [],
+            "problem": None,
+        },
+        "versions": {"grader": "0.1.0", "python": "3.11.7"},
+        "execution_time": seconds,
+        "resources": {"grader_peak_rss_mb": 9999.0, "torch_peak_rss_mb": peak, "numpy_peak_rss_mb": peak / 2},
+    }
     options.update(extra)
     return Report(tiers=tiers, **options)
 
@@ -143,14 +170,25 @@ def table_names(page: str) -> list[str]:
 
 def test_a_report_of_the_new_schema_becomes_a_full_row(tmp_path: Path) -> None:
     """Tiers with titles and details, models, submission, start-here, notes, output, peak memory, version."""
-    r = report({"logits": "failed"}, details={"logits": "max |diff| 3.2\n- at position 4"},
-               mistakes={"logits": [TRANSPOSED]}, start_here="Fix attn.c_proj first.", notes=["a note"],
-               student_stdout="hello", student_stderr="warn", seconds=12.25, peak=700.0)  # fmt: skip
+    r = report(
+        {"logits": "failed"},
+        details={"logits": "max |diff| 3.2\n- at position 4"},
+        mistakes={"logits": [TRANSPOSED]},
+        start_here="Fix attn.c_proj first.",
+        notes=["a note"],
+        student_stdout="hello",
+        student_stderr="warn",
+        seconds=12.25,
+        peak=700.0,
+    )
     [row] = load_rows(write_class(tmp_path / "reports", {"alice": r}))
     assert (row.name, row.status, row.score, row.max_score) == ("alice", "graded", 65.0, 100.0)
     logits = row.tier("logits")
-    assert logits and (logits.title, logits.status, logits.detail) == ("Full forward pass", "failed",
-                                                                       "max |diff| 3.2\n- at position 4")  # fmt: skip
+    assert logits and (logits.title, logits.status, logits.detail) == (
+        "Full forward pass",
+        "failed",
+        "max |diff| 3.2\n- at position 4",
+    )
     assert [t.name for t in row.tiers] == [t[0] for t in TIERS]
     assert [(m.key, m.tier) for m in row.diagnosis] == [(TRANSPOSED[0], "logits")]
     assert row.start_here == "Fix attn.c_proj first." and row.notes == ("a note",)
@@ -166,7 +204,10 @@ def test_a_schema_1_report_still_names_its_checkpoint(tmp_path: Path) -> None:
     del data["extra_data"]["models"]
     (folder / "old.json").write_text(json.dumps(data))
     page = build_class_summary(folder)[1].read_text()
-    assert "primary: built-in synthetic checkpoint &#x27;tiny&#x27; (seed 4) <span class=\"muted small\">sha256 abababababab" in page
+    assert (
+        'primary: built-in synthetic checkpoint &#x27;tiny&#x27; (seed 4) <span class="muted small">sha256 abababababab'
+        in page
+    )
 
 
 def test_unreadable_reports_are_grader_failures_and_other_json_is_skipped(tmp_path: Path) -> None:
@@ -185,11 +226,14 @@ def test_unreadable_reports_are_grader_failures_and_other_json_is_skipped(tmp_pa
 
 
 def test_a_mistake_counts_once_per_student_and_names_who_made_it(tmp_path: Path) -> None:
-    folder = write_class(tmp_path / "reports", {
-        "alice": report({"shapes": "failed"}, mistakes={"shapes": [TRANSPOSED]}),
-        "bob": report({"shapes": "failed"}, mistakes={"shapes": [TRANSPOSED]}),
-        "carol": report(),
-    })  # fmt: skip
+    folder = write_class(
+        tmp_path / "reports",
+        {
+            "alice": report({"shapes": "failed"}, mistakes={"shapes": [TRANSPOSED]}),
+            "bob": report({"shapes": "failed"}, mistakes={"shapes": [TRANSPOSED]}),
+            "carol": report(),
+        },
+    )
     alice = json.loads((folder / "alice.json").read_text())
     alice["extra_data"]["diagnosis"] *= 2  # the same root cause listed twice (two layers, one key)
     (folder / "alice.json").write_text(json.dumps(alice))
@@ -203,17 +247,29 @@ def test_a_mistake_counts_once_per_student_and_names_who_made_it(tmp_path: Path)
 
 def test_every_failure_kind_is_counted(tmp_path: Path) -> None:
     """Tier statuses, stubs, syntax errors, time-outs, missing functions, an unusable submission, grader failures."""
-    folder = write_class(tmp_path / "reports", {
-        "stub": report({"mapping": "failed", "shapes": "error"}, details={
-            "mapping": "get_weight_mapping raised NotImplementedError", "shapes": "raised NotImplementedError"}),
-        "syntax": report({"mapping": "error"}, details={"mapping": "SyntaxError: invalid syntax (pretrained.py, line 3)"}),
-        "slow": report({"logits": "timeout", "compare": "skipped"}, details={"logits": "took longer than 60 s"}),
-        "missing": report({"weights": "failed"}, details={
-            "weights": "pretrained.py does not define a function named analyze_weight_differences."}),
-        "crashed": report(internal_errors=["Traceback (most recent call last):\n  ...\nRuntimeError: boom"]),
-        "failed": report(submission={"path": "x", "problem": "grader failure"}),
-        "unusable": report({"mapping": "skipped"}, submission={"path": "x", "problem": "no pretrained.py found"}),
-    })  # fmt: skip
+    folder = write_class(
+        tmp_path / "reports",
+        {
+            "stub": report(
+                {"mapping": "failed", "shapes": "error"},
+                details={
+                    "mapping": "get_weight_mapping raised NotImplementedError",
+                    "shapes": "raised NotImplementedError",
+                },
+            ),
+            "syntax": report(
+                {"mapping": "error"}, details={"mapping": "SyntaxError: invalid syntax (pretrained.py, line 3)"}
+            ),
+            "slow": report({"logits": "timeout", "compare": "skipped"}, details={"logits": "took longer than 60 s"}),
+            "missing": report(
+                {"weights": "failed"},
+                details={"weights": "pretrained.py does not define a function named analyze_weight_differences."},
+            ),
+            "crashed": report(internal_errors=["Traceback (most recent call last):\n  ...\nRuntimeError: boom"]),
+            "failed": report(submission={"path": "x", "problem": "grader failure"}),
+            "unusable": report({"mapping": "skipped"}, submission={"path": "x", "problem": "no pretrained.py found"}),
+        },
+    )
     rows = {r.name: r for r in load_rows(folder)}
     keys = {name: [m.key for m in row.failures] for name, row in rows.items()}
     assert set(keys["stub"]) == {"stub", "shapes: error"}
@@ -230,23 +286,34 @@ def test_every_failure_kind_is_counted(tmp_path: Path) -> None:
 
 
 def test_the_error_column_says_grader_failure_then_problem_then_first_error_line(tmp_path: Path) -> None:
-    folder = write_class(tmp_path / "reports", {
-        "crashed": report(internal_errors=["Traceback (most recent call last):\n  File x\nRuntimeError: boom\n"]),
-        "unusable": report(submission={"path": "x", "problem": "no pretrained.py found"}),
-        "slow": report({"shapes": "failed", "logits": "timeout"}, details={"logits": "\ntook longer than 60 s\nmore"}),
-        "fine": report(),
-    })  # fmt: skip
+    folder = write_class(
+        tmp_path / "reports",
+        {
+            "crashed": report(internal_errors=["Traceback (most recent call last):\n  File x\nRuntimeError: boom\n"]),
+            "unusable": report(submission={"path": "x", "problem": "no pretrained.py found"}),
+            "slow": report(
+                {"shapes": "failed", "logits": "timeout"}, details={"logits": "\ntook longer than 60 s\nmore"}
+            ),
+            "fine": report(),
+        },
+    )
     errors = {r.name: r.error for r in load_rows(folder)}
-    assert errors == {"crashed": "grader failure: RuntimeError: boom", "unusable": "no pretrained.py found",
-                      "slow": "logits timeout: took longer than 60 s", "fine": ""}  # fmt: skip
+    assert errors == {
+        "crashed": "grader failure: RuntimeError: boom",
+        "unusable": "no pretrained.py found",
+        "slow": "logits timeout: took longer than 60 s",
+        "fine": "",
+    }
 
 
 def test_slowest_ranks_by_execution_time_not_file_order(tmp_path: Path) -> None:
-    folder = write_class(tmp_path / "reports", {"a": report(seconds=5), "b": report(seconds=50),
-                                                "c": report(seconds=20), "d": report(seconds=0.5)})  # fmt: skip
+    folder = write_class(
+        tmp_path / "reports",
+        {"a": report(seconds=5), "b": report(seconds=50), "c": report(seconds=20), "d": report(seconds=0.5)},
+    )
     assert [r.name for r in slowest(load_rows(folder), top=3)] == ["b", "c", "a"]
     page = build_class_summary(folder)[1].read_text()
-    assert re.findall(r'students/(\w)\.html', section(page, "slowest")) == ["b", "c", "a", "d"]
+    assert re.findall(r"students/(\w)\.html", section(page, "slowest")) == ["b", "c", "a", "d"]
 
 
 def test_stale_reports_are_flagged_and_left_out_of_statistics_and_gradebook(tmp_path: Path) -> None:
@@ -262,8 +329,9 @@ def test_stale_reports_are_flagged_and_left_out_of_statistics_and_gradebook(tmp_
     assert table_names(page) == ["alice", "bob"]
     assert 'href="students/carol.html"' in section(page, "stale") and "carol" not in section(page, "mistakes")
     assert (reports / "students" / "carol.html").is_file()
-    assert class_result(data.rows) == ("2 submissions, mean 82.5/100, median 82.5/100, 1 full marks, "
-                                       "0 grader errors, 1 stale report left out")  # fmt: skip
+    assert class_result(data.rows) == (
+        "2 submissions, mean 82.5/100, median 82.5/100, 1 full marks, 0 grader errors, 1 stale report left out"
+    )
     only_alice = submissions_for(tmp_path / "other", ["alice"])  # the second argument overrides the batch's
     assert [r.name for r in load_rows(reports, only_alice) if r.stale] == ["bob", "carol"]
     shutil.rmtree(subs)  # the folder itself is gone (reports copied elsewhere): flag nobody, say why
@@ -279,19 +347,41 @@ def test_class_result_is_one_line() -> None:
 
 
 def test_the_gradebook_has_one_row_per_student_with_every_column(tmp_path: Path) -> None:
-    folder = write_class(tmp_path / "reports", {
-        "alice": report(),
-        "bob": report({"logits": "timeout", "shapes": "failed"}, details={"logits": "took longer than 60 s"},
-                      mistakes={"shapes": [TRANSPOSED, ("erf_gelu", "exact-erf GELU")]}, start_here="Fix it.",
-                      seconds=31.5, peak=1234.5),
-    })  # fmt: skip
+    folder = write_class(
+        tmp_path / "reports",
+        {
+            "alice": report(),
+            "bob": report(
+                {"logits": "timeout", "shapes": "failed"},
+                details={"logits": "took longer than 60 s"},
+                mistakes={"shapes": [TRANSPOSED, ("erf_gelu", "exact-erf GELU")]},
+                start_here="Fix it.",
+                seconds=31.5,
+                peak=1234.5,
+            ),
+        },
+    )
     path, _ = build_class_summary(folder)
     rows = read_csv(path)
     tiers = [t[0] for t in TIERS]
-    assert rows[0] == gradebook_header(tiers) == ["name", "full_name", "email", "sid", "score", "max_score",
-                                                  *[f"{t}_{w}" for t in tiers for w in ("status", "points")],
-                                                  "diagnosis", "start_here", "error", "execution_time",
-                                                  "peak_memory_mb"]  # fmt: skip
+    assert (
+        rows[0]
+        == gradebook_header(tiers)
+        == [
+            "name",
+            "full_name",
+            "email",
+            "sid",
+            "score",
+            "max_score",
+            *[f"{t}_{w}" for t in tiers for w in ("status", "points")],
+            "diagnosis",
+            "start_here",
+            "error",
+            "execution_time",
+            "peak_memory_mb",
+        ]
+    )
     bob = dict_rows(path)["bob"]
     assert (bob["score"], bob["max_score"], bob["shapes_status"], bob["shapes_points"]) == ("45", "100", "failed", "0")
     assert bob["diagnosis"] == f"{TRANSPOSED[0]};erf_gelu" and bob["start_here"] == "Fix it."
@@ -352,7 +442,10 @@ def test_identities_come_from_gradescope_metadata(tmp_path: Path) -> None:
         z.writestr("zipped/submission_metadata.yml", METADATA.replace("Alice Liddell", "Zed Zip"))
     rows = dict_rows(build_class_summary(reports)[0])
     assert (rows["alice"]["full_name"], rows["alice"]["email"], rows["alice"]["sid"]) == (
-        "Alice Liddell", "alice@example.edu", "000123")  # fmt: skip
+        "Alice Liddell",
+        "alice@example.edu",
+        "000123",
+    )
     assert rows["submission_111"]["full_name"] == 'Bob "Bobby" Tables' and rows["submission_111"]["sid"] == "456"
     assert rows["submission_222"]["full_name"] == "Carol O'Neil; Dan Long-Name"  # a group: both members
     assert rows["submission_222"]["sid"] == "789; =1+1" and rows["submission_222"]["email"] == "carol@example.edu"
@@ -382,12 +475,16 @@ def test_the_roster_wins_and_its_columns_are_documented(tmp_path: Path) -> None:
     subs = submissions_for(tmp_path / "subs", ["alice", "bob"], reports)
     (subs / "alice" / "submission_metadata.yml").write_text(METADATA)
     roster = tmp_path / "roster.csv"
-    roster.write_text("\ufeffName,Email,SID,Full Name,Section\nalice,a@new.edu,,,S1\nbob,,999,Bob B,\nnobody,,,,\n",
-                      encoding="utf-8")  # fmt: skip
+    roster.write_text(
+        "\ufeffName,Email,SID,Full Name,Section\nalice,a@new.edu,,,S1\nbob,,999,Bob B,\nnobody,,,,\n", encoding="utf-8"
+    )
     data = load_class(reports, roster=roster)
     rows = dict_rows(build_class_summary(reports, roster=roster)[0])
     assert (rows["alice"]["email"], rows["alice"]["sid"], rows["alice"]["full_name"]) == (
-        "a@new.edu", "000123", "Alice Liddell")  # fmt: skip
+        "a@new.edu",
+        "000123",
+        "Alice Liddell",
+    )
     assert (rows["bob"]["sid"], rows["bob"]["full_name"]) == ("999", "Bob B")
     assert any("nobody" in w for w in data.warnings)
     assert read_roster(roster)["alice"].section == "S1"
@@ -400,19 +497,27 @@ def test_the_roster_wins_and_its_columns_are_documented(tmp_path: Path) -> None:
 def test_the_canvas_csv_follows_canvas_import_format(tmp_path: Path) -> None:
     """Canvas's documented columns: Student, ID, SIS User ID, SIS Login ID, Section, then the assignment; the
     "Points Possible" row of its exports; one row per person; unmatched people and blank scores warned about."""
-    reports = write_class(tmp_path / "reports", {"alice": scored(65), "bob": scored(100), "ghost": scored(0),
-                                                 "crashed": report(internal_errors=["boom"])})  # fmt: skip
+    reports = write_class(
+        tmp_path / "reports",
+        {"alice": scored(65), "bob": scored(100), "ghost": scored(0), "crashed": report(internal_errors=["boom"])},
+    )
     roster = tmp_path / "roster.csv"
-    roster.write_text("name,email,sid,full_name,canvas_id,section\nalice,alice@x.edu,A1,\"Liddell, Alice\",,S1\n"
-                      "bob,,B2,Bob,5501,\ncrashed,c@x.edu,,,,\n")  # fmt: skip
+    roster.write_text(
+        'name,email,sid,full_name,canvas_id,section\nalice,alice@x.edu,A1,"Liddell, Alice",,S1\n'
+        "bob,,B2,Bob,5501,\ncrashed,c@x.edu,,,,\n"
+    )
     data = load_class(reports, roster=roster)
     text, warnings = canvas_csv(data.rows, "Lab 04 (1234)")
     rows = list(csv.reader(io.StringIO(text)))
     assert rows[0] == ["Student", "ID", "SIS User ID", "SIS Login ID", "Section", "Lab 04 (1234)"]
     assert tuple(rows[0][:5]) == CANVAS_COLUMNS
     assert rows[1] == ["    Points Possible", "", "", "", "", "100"]
-    assert rows[2:] == [["Liddell, Alice", "", "A1", "alice@x.edu", "S1", "65"], ["Bob", "5501", "B2", "", "", "100"],
-                        ["crashed", "", "", "c@x.edu", "", ""], ["ghost", "", "", "", "", "0"]]  # fmt: skip
+    assert rows[2:] == [
+        ["Liddell, Alice", "", "A1", "alice@x.edu", "S1", "65"],
+        ["Bob", "5501", "B2", "", "", "100"],
+        ["crashed", "", "", "c@x.edu", "", ""],
+        ["ghost", "", "", "", "", "0"],
+    ]
     assert len(warnings) == 2 and "cannot match" in warnings[0] and warnings[0].endswith(": ghost")
     assert warnings[1].endswith(": crashed")
 
@@ -422,15 +527,31 @@ def test_the_canvas_csv_follows_canvas_import_format(tmp_path: Path) -> None:
 
 def odd_class(tmp_path: Path) -> Path:
     """A class with a hostile student: HTML in the file name, feedback and output."""
-    return write_class(tmp_path / "reports", {
-        "alice": scored(100, seconds=3.0),
-        ODD: report({"logits": "failed"}, details={"logits": f"{XSS}\nline two\n  indented"}, seconds=40.0,
-                    mistakes={"logits": [(TRANSPOSED[0], f"label {XSS}")]}, start_here=f"start {XSS}",
-                    student_stdout=f"out {XSS}", student_stderr="err </pre></section>", notes=[f"note {XSS}"],
-                    submission={"path": "/s", "kind": "notebook", "module": "lab.ipynb", "files": [f"{XSS}.py"],
-                                "notes": ["converted"], "problem": None}),
-        "bob": scored(9.0 + 1.0, seconds=12.0),
-    })  # fmt: skip
+    return write_class(
+        tmp_path / "reports",
+        {
+            "alice": scored(100, seconds=3.0),
+            ODD: report(
+                {"logits": "failed"},
+                details={"logits": f"{XSS}\nline two\n  indented"},
+                seconds=40.0,
+                mistakes={"logits": [(TRANSPOSED[0], f"label {XSS}")]},
+                start_here=f"start {XSS}",
+                student_stdout=f"out {XSS}",
+                student_stderr="err </pre></section>",
+                notes=[f"note {XSS}"],
+                submission={
+                    "path": "/s",
+                    "kind": "notebook",
+                    "module": "lab.ipynb",
+                    "files": [f"{XSS}.py"],
+                    "notes": ["converted"],
+                    "problem": None,
+                },
+            ),
+            "bob": scored(9.0 + 1.0, seconds=12.0),
+        },
+    )
 
 
 def test_every_student_controlled_string_is_escaped(tmp_path: Path) -> None:
@@ -450,9 +571,21 @@ def test_student_pages_hold_the_full_feedback_and_link_back(tmp_path: Path) -> N
     pages = page_names(load_rows(folder))
     student = (folder / "students" / pages[ODD]).read_text()
     seen = text_of(student)
-    for expected in (f"start {XSS}", f"note {XSS}", "converted", "notebook", "lab.ipynb", f"{XSS}.py",
-                     f"label {XSS}", TRANSPOSED[0], f"out {XSS}", "65 / 100 points", "Full forward pass",
-                     "mapping: passed", "40.0 s"):  # fmt: skip
+    for expected in (
+        f"start {XSS}",
+        f"note {XSS}",
+        "converted",
+        "notebook",
+        "lab.ipynb",
+        f"{XSS}.py",
+        f"label {XSS}",
+        TRANSPOSED[0],
+        f"out {XSS}",
+        "65 / 100 points",
+        "Full forward pass",
+        "mapping: passed",
+        "40.0 s",
+    ):
         assert expected in seen, expected
     assert html.escape(f"{XSS}\nline two\n  indented") in student  # the whole detail, its lines kept
     for name, _, points in TIERS:
@@ -480,8 +613,10 @@ def test_the_header_names_date_checkpoints_version_and_points(tmp_path: Path) ->
     assert re.search(r"Generated \d{4}-\d\d-\d\d \d\d:\d\d", about)
     assert f"primary: tiny sha256 {SHA[:12]}" in about and "second: wide sha256 ffffffffffff" in about
     assert "Grader version 0.1.0" in about
-    assert ("mapping 15 · shapes 20 · embedding 10 · logits 35 · compare 10 · intermediate 5 · weights 5 · "
-            "generate 0 · total 100") in about  # fmt: skip
+    assert (
+        "mapping 15 · shapes 20 · embedding 10 · logits 35 · compare 10 · intermediate 5 · weights 5 · "
+        "generate 0 · total 100"
+    ) in about
 
 
 def test_pages_of_reports_that_are_gone_are_removed(tmp_path: Path) -> None:
@@ -501,13 +636,16 @@ def test_grade_summary_with_roster_and_canvas(tmp_path: Path) -> None:
     roster = tmp_path / "roster.csv"
     roster.write_text("name,email\nalice,alice@x.edu\n")
     canvas = tmp_path / "canvas.csv"
-    result = CliRunner().invoke(main, ["summary", str(reports), "--roster", str(roster), "--canvas", str(canvas),
-                                       "--assignment", "Lab 04"])  # fmt: skip
+    result = CliRunner().invoke(
+        main, ["summary", str(reports), "--roster", str(roster), "--canvas", str(canvas), "--assignment", "Lab 04"]
+    )
     assert result.exit_code == 0, result.output
     assert str(reports / "gradebook.csv") in result.stdout and str(canvas) in result.stdout
     assert "2 submissions, mean 82.5/100" in result.stdout
     assert "warning: 1 Canvas row(s)" in result.stderr and result.stderr.rstrip().endswith(": bob")
-    assert read_csv(canvas)[0][-1] == "Lab 04" and dict_rows(reports / "gradebook.csv")["alice"]["email"] == "alice@x.edu"
+    assert (
+        read_csv(canvas)[0][-1] == "Lab 04" and dict_rows(reports / "gradebook.csv")["alice"]["email"] == "alice@x.edu"
+    )
 
 
 def test_grade_summary_usage_errors(tmp_path: Path) -> None:
@@ -534,8 +672,17 @@ def test_grade_summary_rebuilds_an_empty_folder(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- a real browser
 
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run", "--disable-dev-shm-usage", "--window-size=1400,1000")  # fmt: skip
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+    "--window-size=1400,1000",
+)
 
 
 # Chromium reads the protocol from fd 3 and writes to fd 4: put the pipes there, then become the browser.
@@ -568,10 +715,21 @@ class Chromium:
         to_browser, self._write = os.pipe()
         self._read, from_browser = os.pipe()
         self.log = (profile.parent / "chromium.log").open("wb")
-        command = [sys.executable, "-c", LAUNCH, str(to_browser), str(from_browser), binary, *FLAGS,
-                   f"--user-data-dir={profile}", "--remote-debugging-pipe", "about:blank"]  # fmt: skip
-        self.proc = subprocess.Popen(command, pass_fds=(to_browser, from_browser), stdout=self.log, stderr=self.log,
-                                     start_new_session=True)  # fmt: skip
+        command = [
+            sys.executable,
+            "-c",
+            LAUNCH,
+            str(to_browser),
+            str(from_browser),
+            binary,
+            *FLAGS,
+            f"--user-data-dir={profile}",
+            "--remote-debugging-pipe",
+            "about:blank",
+        ]
+        self.proc = subprocess.Popen(
+            command, pass_fds=(to_browser, from_browser), stdout=self.log, stderr=self.log, start_new_session=True
+        )
         os.close(to_browser)
         os.close(from_browser)
         self._buffer, self._id, self.events = b"", 0, []
@@ -589,7 +747,12 @@ class Chromium:
 
     def send(self, method: str, params: dict | None = None, session: str | None = None) -> dict[str, Any]:
         self._id += 1
-        message = {"id": self._id, "method": method, "params": params or {}, **({"sessionId": session} if session else {})}
+        message = {
+            "id": self._id,
+            "method": method,
+            "params": params or {},
+            **({"sessionId": session} if session else {}),
+        }
         os.write(self._write, json.dumps(message).encode() + b"\0")
         deadline = time.monotonic() + 30
         while True:
@@ -665,16 +828,21 @@ class Tab:
     def erase(self, count: int) -> None:
         for _ in range(count):
             for kind in ("rawKeyDown", "keyUp"):
-                self.send("Input.dispatchKeyEvent", {"type": kind, "key": "Backspace", "code": "Backspace",
-                                                     "windowsVirtualKeyCode": 8})  # fmt: skip
+                self.send(
+                    "Input.dispatchKeyEvent",
+                    {"type": kind, "key": "Backspace", "code": "Backspace", "windowsVirtualKeyCode": 8},
+                )
 
     def visible_names(self) -> list[str]:
         return self.js("""Array.from(document.querySelectorAll("#table tbody tr"))
             .filter(r => r.getClientRects().length > 0).map(r => r.cells[0].querySelector("a").textContent)""")
 
     def errors(self) -> list[str]:
-        return [str(e["params"]) for e in self.browser.events
-                if e.get("method") == "Runtime.exceptionThrown" and e.get("sessionId") == self.session]  # fmt: skip
+        return [
+            str(e["params"])
+            for e in self.browser.events
+            if e.get("method") == "Runtime.exceptionThrown" and e.get("sessionId") == self.session
+        ]
 
 
 @pytest.fixture(scope="module")
@@ -690,14 +858,26 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chromium]:
 @pytest.fixture(scope="module")
 def class_page(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A class whose scores and times sort differently as text and as numbers (5 < 10 < 25 < 65 < 100; 7.25 < 7.5)."""
-    folder = write_class(tmp_path_factory.mktemp("class") / "reports", {
-        "alice": scored(100, seconds=3.0),
-        "bob": report({"logits": "failed", "mapping": "failed", "shapes": "failed", "embedding": "failed",
-                       "compare": "failed", "weights": "failed"}, seconds=50.0),  # 5 points: only intermediate
-        "carol": scored(25, seconds=7.5, mistakes={"shapes": [TRANSPOSED]}),
-        "dave": scored(10, seconds=7.25, mistakes={"shapes": [TRANSPOSED]}),
-        ODD: report({"logits": "timeout"}, details={"logits": "took longer than 60 s"}, seconds=0.5),
-    })  # fmt: skip
+    folder = write_class(
+        tmp_path_factory.mktemp("class") / "reports",
+        {
+            "alice": scored(100, seconds=3.0),
+            "bob": report(
+                {
+                    "logits": "failed",
+                    "mapping": "failed",
+                    "shapes": "failed",
+                    "embedding": "failed",
+                    "compare": "failed",
+                    "weights": "failed",
+                },
+                seconds=50.0,
+            ),  # 5 points: only intermediate
+            "carol": scored(25, seconds=7.5, mistakes={"shapes": [TRANSPOSED]}),
+            "dave": scored(10, seconds=7.25, mistakes={"shapes": [TRANSPOSED]}),
+            ODD: report({"logits": "timeout"}, details={"logits": "took longer than 60 s"}, seconds=0.5),
+        },
+    )
     return build_class_summary(folder)[1]
 
 
@@ -749,7 +929,7 @@ def test_browser_follows_a_row_link_to_the_student_page_and_back(browser: Chromi
     assert "took longer than 60 s" in tab.js('document.getElementById("tier-logits").nextElementSibling.textContent')
     tab.expect_load(lambda: tab.click("#back"))
     assert tab.js("location.pathname") == str(class_page)
-    tab.expect_load(lambda: tab.click('#mistakes .who a:nth-child(2)'))
+    tab.expect_load(lambda: tab.click("#mistakes .who a:nth-child(2)"))
     assert tab.js('document.querySelector("h1").textContent') == "dave"
     assert tab.errors() == []
 
@@ -766,4 +946,3 @@ def test_chromium_is_required_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(BaseException) as outcome:
         chromium_binary()
     assert outcome.type is pytest.fail.Exception, "a skip where CI requires the browser"
-

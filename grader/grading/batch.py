@@ -220,31 +220,8 @@ def run_batch(
         raise ConfigError(f"no submission named {', '.join(unknown)} in {batch.submissions}")
     batch.reports.mkdir(parents=True, exist_ok=True)
     expectations = expectations or prepare_expectations(batch.grading)
-    settings = settings_of(batch.grading, expectations)
-    state = State(batch.reports / STATE_FILE)
-    if state.entries and state.settings and _digest(state.settings) != _digest(settings) and not batch.force:
-        raise ConfigError(
-            f"the reports in {batch.reports} were made with another configuration ("
-            + "; ".join(changes(state.settings, settings)[:6])
-            + "): pass --force to regrade everyone with this one, or repeat the earlier options"
-        )
-    state.settings, state.source = settings, str(Path(batch.submissions).resolve())
-    state.save()
-    settings_key = _digest(settings)
-    outcomes: list[Outcome] = []
-    todo: list[tuple[str, Path, str]] = []
-    for name, path in submissions.items():
-        key = hashlib.sha256((content_hash(path) + settings_key).encode()).hexdigest()
-        forced = batch.force or name in batch.only
-        if (batch.only and name not in batch.only) or (
-            not forced and state.current(name, key, batch.reports / f"{name}.json")
-        ):
-            outcome = Outcome(name, "current", score=state.entries.get(name, {}).get("score"))
-            outcomes.append(outcome)
-            if progress:
-                progress(outcome)
-        else:
-            todo.append((name, path, key))
+    state = _open_state(batch, settings_of(batch.grading, expectations))
+    outcomes, todo = _plan(batch, submissions, state, progress)
     if not todo:
         return sorted(outcomes, key=lambda o: o.name)
     expectations.warm()
@@ -276,6 +253,41 @@ def run_batch(
         for zygote in zygotes.values():
             zygote.close()
     return sorted(outcomes, key=lambda o: o.name)
+
+
+def _open_state(batch: BatchConfig, settings: dict[str, Any]) -> State:
+    """The batch's state file, refusing (without --force) reports made with another configuration."""
+    state = State(batch.reports / STATE_FILE)
+    if state.entries and state.settings and _digest(state.settings) != _digest(settings) and not batch.force:
+        raise ConfigError(
+            f"the reports in {batch.reports} were made with another configuration ("
+            + "; ".join(changes(state.settings, settings)[:6])
+            + "): pass --force to regrade everyone with this one, or repeat the earlier options"
+        )
+    state.settings, state.source = settings, str(Path(batch.submissions).resolve())
+    state.save()
+    return state
+
+
+def _plan(
+    batch: BatchConfig, submissions: dict[str, Path], state: State, progress: Progress | None
+) -> tuple[list[Outcome], list[tuple[str, Path, str]]]:
+    """The submissions whose report is current (reported at once) and the ones to grade, with their keys."""
+    settings_key = _digest(state.settings)
+    outcomes: list[Outcome] = []
+    todo: list[tuple[str, Path, str]] = []
+    for name, path in submissions.items():
+        key = hashlib.sha256((content_hash(path) + settings_key).encode()).hexdigest()
+        forced = batch.force or name in batch.only
+        skipped = batch.only and name not in batch.only
+        if skipped or (not forced and state.current(name, key, batch.reports / f"{name}.json")):
+            outcome = Outcome(name, "current", score=state.entries.get(name, {}).get("score"))
+            outcomes.append(outcome)
+            if progress:
+                progress(outcome)
+        else:
+            todo.append((name, path, key))
+    return outcomes, todo
 
 
 def _grade_all(todo: list, one: Callable[..., Outcome], jobs: int, progress: Progress | None) -> list[Outcome]:

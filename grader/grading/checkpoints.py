@@ -44,6 +44,7 @@ GPT2_NUMERICS = {
     "scale_attn_weights": True,
     "scale_attn_by_inverse_layer_idx": False,
     "reorder_and_upcast_attn": False,
+    "tie_word_embeddings": True,  # the oracle's head is wte; an untied lm_head.weight would grade everyone wrong
 }
 
 

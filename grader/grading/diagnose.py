@@ -135,7 +135,8 @@ def explain(path: str, got: np.ndarray, index: CandidateIndex) -> tuple[str, str
             f"holds {flip}the {their_leaf[2]} part of c_attn instead of the {own_leaf[2]} part: "
             "the columns are Q, K, V in that order, d_model each"
         )
-    if own_layer == their_layer and {own_leaf, their_leaf} == {"gamma", "beta"}:
+    same_norm = path.rsplit(".", 1)[0] == cand.path.rsplit(".", 1)[0]
+    if same_norm and {own_leaf, their_leaf} == {"gamma", "beta"}:
         which = "bias" if their_leaf == "beta" else "weight"
         return "gamma_beta_swapped", f"holds {flip}the {which} of its LayerNorm: gamma and beta are swapped"
     if their_layer is not None and own_layer is not None and own_layer != their_layer:
@@ -279,7 +280,7 @@ def failure_hint(message: str, kind: str, shape: contract.ModelShape | None) -> 
                 f"This checkpoint has {shape.num_layers} layers: take the layer count from the "
                 "checkpoint's config (hf_model.config.n_layer), not a fixed 12."
             )
-        if "768" in text and shape.d_model != 768:
+        if re.search(r"(?<!\d)768(?!\d)", text) and shape.d_model != 768:
             return f"This checkpoint has d_model={shape.d_model}: do not hard-wire 768."
     if any(
         s in text

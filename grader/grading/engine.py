@@ -23,21 +23,23 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 
 from lab04_checks.contract import LOGITS_RTOL, WEIGHTS_RTOL
+from lab04_checks.notebook import describe_errors
 
 from .. import __version__
 from ..config import GradeConfig
 from ..errors import GraderError
 from ..outputs.report import Report, TierResult
 from ..sandbox.limits import Limits
-from ..sandbox.process import Zygote
 from ..sandbox.protocol import ProtocolError
+from ..sandbox.zygote import Zygote
 from . import inputs as inputs_module
 from .checkpoints import ModelSource, resolve_model
-from .session import Deadline, Session, Stop
+from .session import Deadline, Imported, Session, Stop
 from .submission import Prepared, prepare
 from .tiers import TIERS
 from .tiers.base import Verdict, from_failure
@@ -151,13 +153,13 @@ def _run_tiers(
             verdict.status,
             points if verdict.status == "passed" else 0.0,
             points,
-            prepared.rename(verdict.detail),
+            prepared.rename(verdict.detail),  # notebook students see their cells, not generated files
             time.monotonic() - started,
             verdict.max_diff,
             verdict.tolerance,
             verdict.facts,
-            verdict.mistakes,
-            verdict.causes,
+            [(key, prepared.rename(label)) for key, label in verdict.mistakes],
+            {key: prepared.rename(words) for key, words in verdict.causes.items()},
         )
         with lock:
             done[tier.NAME] = result
@@ -210,6 +212,14 @@ def start_here(results: list[TierResult]) -> str:
     text = next(r.causes[key] for r in failed if key in r.causes)
     lost = sum(r.max_score - r.score for r in failed if key in r.causes)
     return f"fix this first: {text}. It causes {count} of your {len(failed)} failed tiers ({lost:g} points)."
+
+
+def _start_here(results: list[TierResult], prepared: Prepared | None, imported: Imported | None) -> str:
+    """A notebook cell that raised comes first (the tiers depend on what it defines); else the shared root cause."""
+    failed = any(r.status != "passed" and r.max_score > 0 for r in results)
+    if failed and prepared is not None and prepared.cells and imported is not None and imported.cells:
+        return "fix this first: " + describe_errors(list(imported.cells), prepared.cells, prepared.notebook)
+    return start_here(results)
 
 
 def _sandbox_report(session: Session | None, limits: Limits) -> dict:
@@ -298,7 +308,35 @@ def _report(
     scratch: Path,
     started: float,
 ) -> Report:
-    submission = {"path": str(config.submission)}
+    """The report of one grading, from whatever got that far (any argument may be missing)."""
+    imported = session.torch.imported if session is not None else None
+    return Report(
+        tiers=results,
+        decoder=imported.model_class.origin if imported and imported.model_class else "none",
+        models={role: expectations.sources[role].info() for role in expectations.roles} if expectations else {},
+        submission=_submission_facts(config, prepared, scratch),
+        tolerances={
+            "logits": f"max |diff| <= {LOGITS_RTOL:g} * max(1, max |GPT-2 logit|)",
+            "logits_rtol": LOGITS_RTOL,
+            "weights_rtol": WEIGHTS_RTOL,
+        },
+        versions=_versions(),
+        limits=config.limits.reported(),
+        sandbox=_sandbox_report(session, config.limits),
+        execution_time=time.monotonic() - started,
+        student_stdout=stdout,
+        student_stderr=stderr,
+        internal_errors=internal,
+        resources=_resources(session),
+        start_here=_start_here(results, prepared, imported),
+        notes=_notes(session, prepared),
+        seed=expectations.inputs.seed if expectations else None,
+    )
+
+
+def _submission_facts(config: GradeConfig, prepared: Prepared | None, scratch: Path) -> dict[str, Any]:
+    """What the grader found in the submission: its kind, module, files and notes."""
+    submission: dict[str, Any] = {"path": str(config.submission)}
     if prepared is not None:
         submission.update(
             kind=prepared.kind,
@@ -309,19 +347,28 @@ def _report(
         )
     if config.keep_workdir:
         submission["workdir"] = str(scratch)
-    imported = session.torch.imported if session is not None else None
-    decoder = imported.model_class.origin if imported and imported.model_class else "none"
-    limits = config.limits
-    resources = {"grader_peak_rss_mb": round(_own_peak_bytes() / 2**20, 1)}
-    if session is not None:
-        for agent in (session.torch, session.numpy):
-            p = agent.process
-            if p is not None:
-                resources[f"{agent.flavour}_startup_seconds"] = round(p.startup_seconds, 3)
-                resources[f"{agent.flavour}_starts"] = p.starts
-                resources[f"{agent.flavour}_peak_rss_mb"] = round(p.peak_rss_bytes / 2**20, 1)
-        resources["requests"] = session.requests
+    return submission
+
+
+def _resources(session: Session | None) -> dict[str, Any]:
+    """What the grading cost: peak memory of the grader and of each student process, start-ups, requests."""
+    resources: dict[str, Any] = {"grader_peak_rss_mb": round(_own_peak_bytes() / 2**20, 1)}
+    if session is None:
+        return resources
+    for agent in (session.torch, session.numpy):
+        p = agent.process
+        if p is not None:
+            resources[f"{agent.flavour}_startup_seconds"] = round(p.startup_seconds, 3)
+            resources[f"{agent.flavour}_starts"] = p.starts
+            resources[f"{agent.flavour}_peak_rss_mb"] = round(p.peak_rss_bytes / 2**20, 1)
+    resources["requests"] = session.requests
+    return resources
+
+
+def _notes(session: Session | None, prepared: Prepared | None) -> list[str]:
+    """The session's notes, and each notebook cell that raised when the notebook ran top to bottom."""
     notes = list(session.notes) if session is not None else []
+    imported = session.torch.imported if session is not None else None
     for cell in imported.cells if imported else ():
         where = prepared.cell_files.get(f"_cell_{cell['cell']:03d}.py", f"cell {cell['cell']}") if prepared else ""
         line = f", line {cell['line']}" if cell.get("line") else ""
@@ -329,33 +376,4 @@ def _report(
             f"{where}{line} raised {cell['type']}: {cell['message']} (the grader ran the notebook top to "
             "bottom, as Kernel > Restart and Run All does)"
         )
-    return Report(
-        tiers=results,
-        decoder=decoder,
-        models={role: expectations.sources[role].info() for role in expectations.roles} if expectations else {},
-        submission=submission,
-        tolerances={
-            "logits": f"max |diff| <= {LOGITS_RTOL:g} * max(1, max |GPT-2 logit|)",
-            "logits_rtol": LOGITS_RTOL,
-            "weights_rtol": WEIGHTS_RTOL,
-        },
-        versions=_versions(),
-        limits={
-            "timeout_s": limits.timeout,
-            "memory_bytes": limits.memory_bytes,
-            "threads": limits.threads,
-            "processes": limits.processes,
-            "file_bytes": limits.file_bytes,
-            "scratch_bytes": limits.scratch_bytes,
-            "output_bytes": limits.output_bytes,
-        },
-        sandbox=_sandbox_report(session, limits),
-        execution_time=time.monotonic() - started,
-        student_stdout=stdout,
-        student_stderr=stderr,
-        internal_errors=internal,
-        resources=resources,
-        start_here=start_here(results),
-        notes=notes,
-        seed=expectations.inputs.seed if expectations else None,
-    )
+    return notes

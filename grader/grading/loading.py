@@ -114,7 +114,8 @@ def load(session: Session, name: str, deadline: Deadline) -> Load:
         agent = session.torch
         imported = agent.ready(deadline)
         if not imported.has("load_gpt2_weights"):
-            raise Stop(Failure("raised", "pretrained.py does not define a function named load_gpt2_weights"))
+            what = f"{session.prepared.module_label} does not define a function named load_gpt2_weights"
+            raise Stop(Failure("raised", what))
         load.model = session.new_model(agent, name, deadline)
         load.process_start = agent.process.starts
         load.before, _ = read(

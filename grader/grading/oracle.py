@@ -35,6 +35,10 @@ class Variant:
     residual_dtype: str = "float64"  # "float16" rounds the residual stream after every step
     softmax_axis: int = -1
 
+    def fits(self, seq_len: int, n_positions: int) -> bool:
+        """Whether this decoder can run on ``seq_len`` tokens at all (positions from 1 need one row more)."""
+        return seq_len + self.position_offset <= n_positions
+
     def changes(self) -> dict[str, object]:
         """The fields that differ from GPT-2's behaviour."""
         default = Variant()

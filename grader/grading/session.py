@@ -23,8 +23,9 @@ from ..errors import SandboxError
 from ..sandbox import protocol
 from ..sandbox.limits import Limits
 from ..sandbox.plan import CHECKPOINTS, FALLBACK, build_plan
-from ..sandbox.process import StudentProcess, Zygote
+from ..sandbox.process import StudentProcess
 from ..sandbox.protocol import ProtocolError, Raised, Reply, Signature
+from ..sandbox.zygote import Zygote
 from .submission import Prepared
 from .truth import Expected
 

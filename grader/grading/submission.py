@@ -56,6 +56,8 @@ class Prepared:
     notes: list[str] = field(default_factory=list)
     problem: str | None = None
     cell_files: dict[str, str] = field(default_factory=dict)  # notebook: generated file -> "lab04.ipynb, cell 3"
+    cells: list[tuple[int, str]] = field(default_factory=list)  # notebook: (cell number, source) of each code cell
+    notebook: str = ""  # notebook: its file name, as the student knows it
 
     @property
     def code_folder(self) -> str:
@@ -68,7 +70,7 @@ class Prepared:
     def rename(self, text: str) -> str:
         """Point notebook students at their cells, not at the grader's generated files."""
         for generated, label in self.cell_files.items():
-            text = re.sub(rf"(?:[\w./-]*/)?{re.escape(generated)}, line", f"{label}, line", text)
+            text = re.sub(rf"(?:[\w./-]*/)?{re.escape(generated)}, line", lambda _, label=label: f"{label}, line", text)
         return text
 
 
@@ -157,8 +159,24 @@ def _walk(root: Path) -> list[Path]:
 
 def _candidates(root: Path, files: list[Path]) -> list[Path]:
     """The pretrained.py files, best first: the shallowest, a lab04 folder before others."""
-    found = [p for p in files if p.name == "pretrained.py" and _real_file(p) and not _linked(p, root)]
-    return sorted(found, key=lambda p: (len(p.relative_to(root).parts), "lab04" not in str(p), str(p)))
+    found = [
+        p
+        for p in files
+        if p.name == "pretrained.py" and _real_file(p) and not _linked(p, root) and _utf8(p.relative_to(root))
+    ]
+    # "lab04" in the path below the submission's root only: where the grader unpacked it says nothing
+    return sorted(
+        found, key=lambda p: (len(p.relative_to(root).parts), "lab04" not in p.relative_to(root).as_posix(), str(p))
+    )
+
+
+def _utf8(rel: Path) -> bool:
+    """A path the student processes can be given (a name that is not UTF-8 cannot be copied)."""
+    try:
+        rel.as_posix().encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _prepare_folder(root: Path, work: Path, only: set[str] | None = None) -> Prepared:
@@ -187,15 +205,22 @@ def _prepare_folder(root: Path, work: Path, only: set[str] | None = None) -> Pre
         )
         return Prepared(work, "folder", problem=problem)
     code = candidates[0]
-    copied, notes = _copy_tree(root, files, work, only)
     module = code.relative_to(root).as_posix()
+    # the graded code and what sits beside it first, so that the caps never push it out
+    lab03 = Path(os.path.normpath(code.parent.joinpath(*LAB03_FROM_CODE)))
+    files = sorted(files, key=lambda p: (p != code, p != lab03, p.parent != code.parent))
+    copied, notes = _copy_tree(root, files, work, only)
+    if not (work / module).is_file():
+        return Prepared(
+            work, _kind(root, code), problem=f"{clean(module, 200)} could not be copied: {'; '.join(notes[:3])}"
+        )
     prepared = Prepared(work, _kind(root, code), module=module, files=copied, notes=notes)
     beside = PurePosixPath(module).parent / "decoder.py"
     if (work / beside).is_file():
         prepared.decoders.append(str(beside))
-    lab03 = os.path.normpath(os.path.join(str(PurePosixPath(module).parent), *LAB03_FROM_CODE))
-    if not lab03.startswith("..") and (work / lab03).is_file():
-        prepared.decoders.append(lab03)
+    sibling = os.path.normpath(os.path.join(str(PurePosixPath(module).parent), *LAB03_FROM_CODE))
+    if not sibling.startswith("..") and (work / sibling).is_file():
+        prepared.decoders.append(sibling)
     if len(candidates) > 1:
         prepared.notes.append(
             f"graded {module}; also found "
@@ -219,9 +244,7 @@ def _copy_tree(root: Path, files: list[Path], dest: Path, only: set[str] | None)
         if only is not None and rel.as_posix() not in only:
             continue
         shown = clean(rel.as_posix(), 200)
-        try:
-            rel.as_posix().encode("utf-8")
-        except UnicodeEncodeError:
+        if not _utf8(rel):
             notes.append(f"ignored {shown} (its name is not UTF-8)")
             continue
         if path.is_symlink() or not path.is_file():
@@ -280,12 +303,15 @@ def _prepare_notebook(path: Path, work: Path) -> Prepared:
         return Prepared(
             work, "notebook", problem=f"{clean(path.name, 100)} is not a readable notebook ({clean(exc, 200)})"
         )
-    cell_files = write_loader(cells, work, clean(path.name, 100))
+    name = clean(path.name, 100)
+    cell_files = write_loader(cells, work, name)
     return Prepared(
         work,
         "notebook",
         module=LOADER_NAME,
         files=[clean(path.name, 200)],
         cell_files=cell_files,
+        cells=cells,
+        notebook=name,
         notes=[f"{len(cells)} code cells"],
     )

@@ -12,11 +12,10 @@ those fields to students; anything else is stored but not shown, so the staff-on
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
-from ..text import clean
+from ..text import clean, clean_tree
 from .files import write_atomic
 from .report import Report, TierResult
 
@@ -26,48 +25,22 @@ OUTPUT_CAP = 50_000  # characters of the student's own stdout and stderr, togeth
 STAFF_CAP = 4_000  # characters of one staff-only text
 
 
-def _cap(value: str, cap: int) -> str:
-    """``clean`` on at most a few times ``cap`` characters (cleaning megabytes only to cut them is slow)."""
-    return clean(value[: 4 * cap + 100], cap)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def _safe(value: Any, cap: int, depth: int = 0) -> Any:
-    """Every string cleaned and capped, NaN and infinity as null, depth bounded."""
-    if depth > 20:
-        return clean(value, 200)
-    if isinstance(value, str):
-        return _cap(value, cap)
-    if isinstance(value, dict):
-        return {clean(k, 200): _safe(v, cap, depth + 1) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_safe(v, cap, depth + 1) for v in value]
-    if value is None or isinstance(value, (bool, int, float)):
-        return _finite(value)
-    return clean(value, cap)
-
-
 def _test(number: int, tier: TierResult) -> dict[str, Any]:
-    lines = _cap(tier.detail, 2000).splitlines() or [""]
+    lines = clean(tier.detail, 2000).splitlines() or [""]
     return {
         "name": f"{number}. {tier.title}",
         "description": f"Tier {tier.name}",
         "points": tier.score,
         "max_points": tier.max_score,
         "message": f"{tier.status}: {lines[0]}",
-        "output": _cap(tier.detail, TEXT_CAP),
+        "output": clean(tier.detail, TEXT_CAP),
     }
 
 
 def _student_output(report: Report) -> str:
     parts = [("Your code printed", report.student_stdout), ("Your code wrote to stderr", report.student_stderr)]
-    text = "\n".join(f"{label}:\n{_cap(value, OUTPUT_CAP)}" for label, value in parts if value)
-    return _cap(text, OUTPUT_CAP)
+    text = "\n".join(f"{label}:\n{clean(value, OUTPUT_CAP)}" for label, value in parts if value)
+    return clean(text, OUTPUT_CAP)
 
 
 def _staff(report: Report) -> dict[str, Any]:
@@ -83,7 +56,7 @@ def _staff(report: Report) -> dict[str, Any]:
         "sandbox": report.sandbox,
         "diagnosis": report.diagnosis,
         "seed": report.seed,
-        "internal_errors": [_cap(e, STAFF_CAP) for e in report.internal_errors[:20]],
+        "internal_errors": [clean(e, STAFF_CAP) for e in report.internal_errors[:20]],
     }
 
 
@@ -92,18 +65,18 @@ def to_prairielearn(report: Report) -> dict[str, Any]:
     problem = report.submission.get("problem")
     document: dict[str, Any] = {"gradable": not problem}
     if problem:
-        document["format_errors"] = [_cap(f"Your submission could not be used: {problem}", 2000)]
-        document["message"] = _cap(report.summary(), 4000)
+        document["format_errors"] = [clean(f"Your submission could not be used: {problem}", 2000)]
+        document["message"] = clean(report.summary(), 4000)
         document["output"] = ""
         document["tests"] = []
     else:
         fraction = report.score / report.max_score if report.max_score > 0 else 0.0
         document["score"] = min(1.0, max(0.0, fraction))
-        document["message"] = _cap(report.summary(), 4000)
+        document["message"] = clean(report.summary(), 4000)
         document["output"] = _student_output(report)
         document["tests"] = [_test(i, t) for i, t in enumerate(report.tiers, start=1)]
     document["lab04"] = _staff(report)
-    return _safe(document, TEXT_CAP)
+    return clean_tree(document, TEXT_CAP, strict=True)
 
 
 def dumps_prairielearn(report: Report) -> str:
@@ -112,9 +85,9 @@ def dumps_prairielearn(report: Report) -> str:
     text = json.dumps(document, indent=2, allow_nan=False, ensure_ascii=True) + "\n"
     if len(text) > MAX_BYTES:
         document["lab04"] = {"note": "staff details dropped: the results would exceed PrairieLearn's 1 MB"}
-        document["output"] = _cap(document.get("output", ""), 2000)
+        document["output"] = clean(document.get("output", ""), 2000)
         for test in document.get("tests", []):
-            test["output"] = _cap(test["output"], 2000)
+            test["output"] = clean(test["output"], 2000)
         text = json.dumps(document, indent=2, allow_nan=False, ensure_ascii=True) + "\n"
     return text
 

@@ -23,3 +23,15 @@ class Limits:
     isolate: bool = True
     require_isolation: bool = False
     uid: int | None = None
+
+    def reported(self) -> dict[str, float | int]:
+        """The limits a report records (the ones a student's code meets)."""
+        return {
+            "timeout_s": self.timeout,
+            "memory_bytes": self.memory_bytes,
+            "threads": self.threads,
+            "processes": self.processes,
+            "file_bytes": self.file_bytes,
+            "scratch_bytes": self.scratch_bytes,
+            "output_bytes": self.output_bytes,
+        }

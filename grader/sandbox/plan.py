@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from .process import STANDINS
+from .zygote import STANDINS
 
 SUBMISSION = "/submission"
 CHECKPOINTS = "/checkpoints"

@@ -1,7 +1,7 @@
 """Student processes as the grader sees them: start, ask, time out, kill, clean up.
 
-A ``Zygote`` has imported what its flavour needs and forks a launcher per student
-process; a ``StudentProcess`` is one such process and the agent inside it. Each request
+A ``Zygote`` (in ``zygote``) has imported what its flavour needs and forks a launcher per
+student process; a ``StudentProcess`` is one such process and the agent inside it. Each request
 has a deadline; when it passes, the process is asked for its stacks (so the feedback
 can say where the student's code was stuck) and killed with everything it started.
 Every reply goes through ``protocol`` before anyone looks at it.
@@ -14,9 +14,6 @@ import re
 import select
 import signal
 import socket
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -27,79 +24,10 @@ from ..errors import SandboxError
 from . import protocol
 from .limits import Limits
 from .protocol import ProtocolError, Reply
+from .zygote import Zygote, environment
 
-INSIDE = Path(__file__).resolve().parent / "inside"
-STANDINS = INSIDE / "standins"
 TRACE_BYTES = 256 << 10  # the stack dump taken at a time-out
 MEMORY_HEADROOM = 512 << 20  # address space a student process must have left above what it uses at its start
-
-
-def environment(home: str, threads: int) -> dict[str, str]:
-    """The scrubbed environment of student processes: no credentials, no hub, one thread."""
-    env = {
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "HOME": home,
-        "TMPDIR": home,
-        "LANG": "C.UTF-8",
-        "HF_HOME": f"{home}/hf",
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-        "HF_HUB_DISABLE_TELEMETRY": "1",
-        "TRANSFORMERS_VERBOSITY": "error",
-        "TOKENIZERS_PARALLELISM": "false",
-        "PYTHONHASHSEED": "0",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONUNBUFFERED": "1",
-    }
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[var] = str(threads)
-    return env
-
-
-class Zygote:
-    """A fork server of one flavour ("torch" or "numpy"); it never runs student code."""
-
-    def __init__(self, flavour: str, threads: int, log: Path, preload: tuple[str, ...] = ()):
-        self.flavour = flavour
-        self.preloaded = preload  # checkpoint folders whose harness objects it loads before forking
-        self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        with open(log, "ab") as err:
-            self.process = subprocess.Popen(
-                [sys.executable, "-I", str(INSIDE / "lab04_zygote.py"), flavour, str(theirs.fileno()), *preload],
-                env=environment("/tmp", threads),
-                cwd="/",
-                stdin=subprocess.DEVNULL,
-                stdout=err,
-                stderr=err,
-                pass_fds=(theirs.fileno(),),
-                start_new_session=True,
-            )
-        theirs.close()
-        self.lock = threading.Lock()
-        self.log = log
-
-    def spawn(self, request: dict, fds: list[int]) -> int:
-        """Fork a launcher for ``request``; returns its pid. The descriptors are passed, not kept."""
-        import json
-
-        data = json.dumps(request).encode()
-        with self.lock:
-            try:
-                socket.send_fds(self.sock, [data], fds)
-                reply = self.sock.recv(1 << 16)
-            except OSError as exc:
-                raise SandboxError(f"the {self.flavour} fork server is gone: {exc}") from None
-        if not reply:
-            tail = self.log.read_bytes()[-2000:].decode(errors="replace") if self.log.exists() else ""
-            raise SandboxError(f"the {self.flavour} fork server is gone: {tail.strip()}")
-        return int(json.loads(reply)["pid"])
-
-    def close(self) -> None:
-        """Stop it at once: it holds nothing worth a slow interpreter shutdown (torch takes about a second)."""
-        self.sock.close()
-        self.process.kill()
-        self.process.wait()
 
 
 _FRAME = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+) in (?P<func>\S+)')

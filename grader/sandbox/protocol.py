@@ -8,6 +8,10 @@ nsjail config): what the grader may send (``Request``), what it accepts back
 student process is used before it has passed through here: sizes, nesting, counts,
 types, names and strings are all checked, and a reply that is missing, partial,
 oversized or malformed becomes a ``ProtocolError``, which fails the check it was for.
+
+It is one file on purpose, longer than the others: the one place to read and audit all
+that a student process can say. ``desc`` is one function for the same reason: it is the
+whole grammar of a described value.
 """
 
 from __future__ import annotations
@@ -114,18 +118,20 @@ def integer(value: Any, what: str, low: int = -(2**63), high: int = 2**63 - 1, o
 
 
 def mapping(value: Any, what: str, limit: int = MAX_ITEMS) -> dict:
-    if not isinstance(value, dict):
-        raise ProtocolError(f"{what} is a {type(value).__name__}, not an object")
-    if len(value) > limit:
-        raise ProtocolError(f"{what} has more than {limit} entries")
-    return value
+    """A JSON object of at most ``limit`` entries."""
+    return _container(value, what, dict, "an object", limit)
 
 
 def sequence(value: Any, what: str, limit: int = MAX_ITEMS) -> list:
-    if not isinstance(value, list):
-        raise ProtocolError(f"{what} is a {type(value).__name__}, not a list")
+    """A JSON list of at most ``limit`` items."""
+    return _container(value, what, list, "a list", limit)
+
+
+def _container(value: Any, what: str, kind: type, named: str, limit: int) -> Any:
+    if not isinstance(value, kind):
+        raise ProtocolError(f"{what} is a {type(value).__name__}, not {named}")
     if len(value) > limit:
-        raise ProtocolError(f"{what} has more than {limit} items")
+        raise ProtocolError(f"{what} has more than {limit} {'entries' if kind is dict else 'items'}")
     return value
 
 

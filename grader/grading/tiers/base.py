@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ...sandbox.protocol import Desc, Reply
-from ..session import Failure, Session, Stop
+from ...sandbox.protocol import Desc, Reply, desc
+from ..session import Failure, Session, Stop, failure_of
 
 STATUSES = ("passed", "failed", "error", "timeout", "skipped")
 
@@ -28,6 +29,21 @@ class Verdict:
     facts: dict[str, Any] = field(default_factory=dict)
     mistakes: list[tuple[str, str]] = field(default_factory=list)
     causes: dict[str, str] = field(default_factory=dict)
+
+
+def conclude(errors: list[str], problems: list[str], heading: str, passed: Callable[[], str], **found: Any) -> Verdict:
+    """The usual ending: error when the student's code raised, failed when a check did not hold, else passed.
+
+    ``found`` (max_diff, tolerance, facts, mistakes, causes) goes into the verdict; a passed
+    one keeps only the figures and facts. ``passed()`` is only called when it passed.
+    """
+    if errors:
+        text = "\n".join(dedupe(errors) + ([bullet(dedupe(problems))] if problems else []))
+        return Verdict("error", text, **found)
+    if problems:
+        return Verdict("failed", f"{heading}:\n{bullet(dedupe(problems))}", **found)
+    kept = {k: v for k, v in found.items() if k in ("max_diff", "tolerance", "facts")}
+    return Verdict("passed", passed(), **kept)
 
 
 def from_failure(failure: Failure, hint: str = "", causes: dict[str, str] | None = None) -> Verdict:
@@ -57,6 +73,7 @@ def cause_of(failure: Failure) -> str | None:
 
 
 def bullet(lines: list[str]) -> str:
+    """Lines as a Markdown list."""
     return "\n".join(f"- {line}" for line in lines)
 
 
@@ -96,9 +113,24 @@ def array_problem(value: Any, name: str, shape: tuple[int, ...] | None = None) -
     return None
 
 
+def returned_dict(session: Session, reply: Reply, label: str, of: str) -> Desc | str:
+    """The dict a student function returned, or what is wrong with it; a call that failed stops the tier."""
+    if not reply.ok:
+        raise Stop(failure_of(reply, label, session.limits))
+    result = desc(reply.fields.get("result"), "the result")
+    if result.kind != "dict":
+        return f"{label} returned {result.describe()}, not a dict of {of}"
+    return result
+
+
+def lacks(session: Session, deadline: Any, name: str) -> Verdict | None:
+    """The verdict for a submission that defines no ``name`` (as the torch process imported it), or None."""
+    return None if session.torch.ready(deadline).has(name) else missing_function(session, name)
+
+
 def missing_function(session: Session, name: str) -> Verdict:
     """The submission does not define ``name``: say so, with the notebook cells that raised."""
-    text = f"pretrained.py does not define a function named {name}"
+    text = f"{session.prepared.module_label} does not define a function named {name}"
     imported = session.torch.imported or session.numpy.imported
     cells = list(imported.cells) if imported else []
     if cells:
@@ -119,4 +151,5 @@ def _cell_error(session: Session, cell: dict) -> str:
 
 
 def stop_to_verdict(stop: Stop, hint: str = "") -> Verdict:
+    """The verdict of a tier its student code stopped (timed out, crashed, or an earlier failure)."""
     return from_failure(stop.failure, hint)

@@ -21,7 +21,7 @@ from ...sandbox.protocol import Desc
 from .. import harness, loading, oracle
 from ..session import Deadline, Failure, Session, Stop, failure_of
 from ..truth import digest
-from .base import Verdict, bullet, missing_function
+from .base import Verdict, conclude, missing_function
 
 NAME = "compare"
 TITLE = "compare_outputs: the true max difference and the right verdict"
@@ -110,76 +110,62 @@ def run(session: Session, deadline: Deadline) -> Verdict:
     if not imported.has("compare_outputs"):
         return missing_function(session, "compare_outputs")
     signature = imported.functions["compare_outputs"]
-    expected = session.expected("function")
-    rng = session.inputs.rng(5)
-    truth = expected.attributes
-    texts = session.inputs.texts
-    cases = [
-        Case("a model that matches GPT-2", truth, texts[0]),
-        Case(
-            f"a near miss (logits off by {defaults.NEAR_MISS:g})", near_miss(truth, rng, defaults.NEAR_MISS), texts[1]
-        ),
-        Case("a far miss (a scrambled attention projection)", far_miss(truth, rng), texts[2]),
-    ]
     default_atol = signature.default("atol") if signature else None
-    if signature is not None and signature.accepts("atol"):
-        cases.append(Case("the near miss with atol=0.5", cases[1].weights, texts[0], atol=0.5))
-        close = near_miss(truth, rng, CLOSE_MISS)
-        cases.append(
-            Case(
-                f"a close miss (logits off by {CLOSE_MISS:g}) with atol={COURSE_ATOL:g}",
-                close,
-                texts[1],
-                atol=COURSE_ATOL,
-            )
-        )
-    order = rng.permutation(len(cases))
-    harness.model_class(session, deadline)  # first: it may restart the process, which would invalidate handles
-    hf_model, tokenizer = harness.hf_objects(session, deadline)
+    rng = session.inputs.rng(5)
+    cases = _cases(session, rng, with_atol=signature is not None and signature.accepts("atol"))
+    hf_model, tokenizer = harness.ready(session, deadline)
     lines: list[str] = []
     raised: list[str] = []
     facts = {"cases": [], "default_atol": default_atol, "harness_class": harness.model_class(session, deadline)}
     mistakes: list[tuple[str, str]] = []
-    for index in order:
-        case = cases[index]
-        line, mistake = _judge_case(session, case, hf_model, tokenizer, deadline, facts, raised)
-        if line:
-            lines.append(line)
-        if mistake:
-            mistakes.append(mistake)
-    if default_atol is not None and isinstance(default_atol, (int, float)) and default_atol >= defaults.NEAR_MISS:
+    for index in rng.permutation(len(cases)):  # in an order the student cannot predict
+        line, mistake = _judge_case(session, cases[index], hf_model, tokenizer, deadline, facts, raised)
+        lines += [line] if line else []
+        mistakes += [mistake] if mistake else []
+    if isinstance(default_atol, (int, float)) and default_atol >= defaults.NEAR_MISS:
         lines.append(
             f"the default atol={default_atol:g} is too loose: a model whose logits are off by "
             f"{defaults.NEAR_MISS:g} is not GPT-2; float32 noise is about 1e-5 of the largest logit"
         )
-    causes = {f"compare {k}": t for k, t in mistakes}
-    if raised:
-        return Verdict(
-            "error",
-            "\n".join(dict.fromkeys(raised)) + (("\n" + bullet(lines)) if lines else ""),
-            facts=facts,
-            mistakes=mistakes,
-            causes=causes,
-        )
-    if lines:
-        return Verdict(
-            "failed",
-            "compare_outputs is wrong:\n" + bullet(list(dict.fromkeys(lines))),
-            facts=facts,
-            mistakes=mistakes,
-            causes=causes,
-        )
-    return Verdict(
-        "passed",
-        f"compare_outputs gave the true max difference and the right verdict in {len(cases)} "
-        "cases (a matching model, a near miss and a far miss).",
+    return conclude(
+        raised,
+        lines,
+        "compare_outputs is wrong",
+        lambda: (
+            f"compare_outputs gave the true max difference and the right verdict in {len(cases)} "
+            "cases (a matching model, a near miss and a far miss)."
+        ),
         facts=facts,
+        mistakes=mistakes,
+        causes={f"compare {k}": t for k, t in mistakes},
     )
+
+
+def _cases(session: Session, rng: np.random.Generator, with_atol: bool) -> list[Case]:
+    """A matching model, a near and a far miss; with an ``atol`` parameter, two cases that set it."""
+    truth = session.expected("function").attributes
+    texts = session.inputs.texts
+    near = near_miss(truth, rng, defaults.NEAR_MISS)
+    cases = [
+        Case("a model that matches GPT-2", truth, texts[0]),
+        Case(f"a near miss (logits off by {defaults.NEAR_MISS:g})", near, texts[1]),
+        Case("a far miss (a scrambled attention projection)", far_miss(truth, rng), texts[2]),
+    ]
+    if with_atol:
+        close = near_miss(truth, rng, CLOSE_MISS)
+        cases += [
+            Case("the near miss with atol=0.5", near, texts[0], atol=0.5),
+            Case(
+                f"a close miss (logits off by {CLOSE_MISS:g}) with atol={COURSE_ATOL:g}", close, texts[1], COURSE_ATOL
+            ),
+        ]
+    return cases
 
 
 def _judge_case(
     session: Session, case: Case, hf_model: int, tokenizer: int, deadline: Deadline, facts: dict, raised: list[str]
 ) -> tuple[str, tuple[str, str] | None]:
+    """One case: the student's (match, max_diff) against the true difference; a problem line and a mistake."""
     expected = session.expected("function")
     ids = np.asarray([expected.encode(case.text)], dtype=np.int64)
     ours = oracle.forward(case.weights, ids, expected.shape.num_heads)
@@ -187,23 +173,10 @@ def _judge_case(
     true = float(np.max(np.abs(ours - theirs)))
     noise = logits_tolerance(float(np.max(np.abs(theirs))))
     handle = harness.model(session, case.weights, deadline)
-    kwargs = {"atol": {"v": case.atol}} if case.atol is not None else {}
-    label = "compare_outputs"
-    reply = session.torch.try_ask(
-        "call",
-        {
-            "fn": "compare_outputs",
-            "args": [{"h": handle}, {"h": hf_model}, {"h": tokenizer}, {"v": case.text}],
-            "kwargs": kwargs,
-            "label": label,
-        },
-        deadline,
-        label,
-        budget=1 << 16,
-    )
+    reply = _ask(session, case, [handle, hf_model, tokenizer], deadline)
     head = f"on {case.label} ({case.text!r})"
     if not reply.ok:
-        failure = failure_of(reply, label, session.limits)
+        failure = failure_of(reply, "compare_outputs", session.limits)
         if failure.kind in ("timeout", "crashed"):
             raise Stop(failure)
         raised.append(f"On {case.label}: {failure.text}")
@@ -218,41 +191,54 @@ def _judge_case(
             f"{head}, compare_outputs returned ({result.items[0].describe()}, {result.items[1].describe()}): "
             "it must return (a bool, a float)"
         ), None
-    said = f"compare_outputs returned ({match}, {number:.3g})"
+    said = f"{head}, compare_outputs returned ({match}, {number:.3g})"
     changed = _changed(session, handle, case.weights, deadline)
     if changed:
         return (
-            f"{head}, {said}, and it changed the model it was asked to judge ({changed}): it must only run "
+            f"{said}, and it changed the model it was asked to judge ({changed}): it must only run "
             "both models and compare, not load or copy weights"
         ), ("changed_model", "compare_outputs changes the model it judges")
     if not abs(number - true) <= AGREE_RTOL * true + NOISE * noise:
         why = _which_statistic(number, ours, theirs, case, expected)
-        text = f"{head}, {said}, but the maximum absolute difference over all logits is {true:.3g}"
+        text = f"{said}, but the maximum absolute difference over all logits is {true:.3g}"
         if why:
             return f"{text}; your number is {why}", ("wrong_statistic", f"compare_outputs returns {why}")
         return text, ("wrong_number", "compare_outputs reports a wrong number")
     should = case.should_match(true, noise)
-    if should is not None and match != should:
-        if should and case.atol is None:
-            return (
-                f"{head}, {said}, but the logits match (max |diff| {true:.3g}, float32 noise): your tolerance "
-                "is too strict"
-            ), ("too_strict", "compare_outputs' tolerance is too strict")
-        if case.atol is not None and should:
-            return f"{head}, {said}: with atol={case.atol:g} it must say True (it must use its atol argument)", (
-                "ignores_atol",
-                "compare_outputs ignores its atol",
-            )
-        if case.atol is not None:
-            return (
-                f"{head}, {said}, but with atol={case.atol:g} a model off by {true:.3g} must not match: your "
-                "tolerance is too loose (does it use its atol argument?)"
-            ), ("too_loose", "compare_outputs' tolerance is too loose")
+    if should is None or match == should:
+        return "", None
+    return _wrong_match(said, case, should, true)
+
+
+def _ask(session: Session, case: Case, handles: list[int], deadline: Deadline) -> protocol.Reply:
+    """compare_outputs(model, hf_model, tokenizer, text[, atol=...]) in the torch process."""
+    args = [{"h": h} for h in handles] + [{"v": case.text}]
+    kwargs = {"atol": {"v": case.atol}} if case.atol is not None else {}
+    request = {"fn": "compare_outputs", "args": args, "kwargs": kwargs, "label": "compare_outputs"}
+    return session.torch.try_ask("call", request, deadline, "compare_outputs", budget=1 << 16)
+
+
+def _wrong_match(said: str, case: Case, should: bool, true: float) -> tuple[str, tuple[str, str]]:
+    """The right number with the wrong verdict: which way the tolerance is off."""
+    if should and case.atol is None:
+        return (f"{said}, but the logits match (max |diff| {true:.3g}, float32 noise): your tolerance is too strict"), (
+            "too_strict",
+            "compare_outputs' tolerance is too strict",
+        )
+    if should:
+        return f"{said}: with atol={case.atol:g} it must say True (it must use its atol argument)", (
+            "ignores_atol",
+            "compare_outputs ignores its atol",
+        )
+    if case.atol is not None:
         return (
-            f"{head}, {said}, but a model off by {true:.3g} is not GPT-2: your tolerance is too loose "
-            "(match must be max_diff <= atol, with an atol near float32 noise such as 1e-4)"
+            f"{said}, but with atol={case.atol:g} a model off by {true:.3g} must not match: your "
+            "tolerance is too loose (does it use its atol argument?)"
         ), ("too_loose", "compare_outputs' tolerance is too loose")
-    return "", None
+    return (
+        f"{said}, but a model off by {true:.3g} is not GPT-2: your tolerance is too loose "
+        "(match must be max_diff <= atol, with an atol near float32 noise such as 1e-4)"
+    ), ("too_loose", "compare_outputs' tolerance is too loose")
 
 
 def _changed(session: Session, handle: int, weights: dict[str, np.ndarray], deadline: Deadline) -> str:

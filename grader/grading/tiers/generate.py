@@ -70,34 +70,7 @@ def run(session: Session, deadline: Deadline) -> Verdict:
         new, clear = greedy(expected, prompt_ids, NEW_TOKENS)
         if clear:
             break
-    agent = session.numpy
-    reply = agent.ask(
-        "tokenizer",
-        {"path": agent.checkpoint_path(name), "preloaded": str(expected.source.path)},
-        deadline,
-        "making a tokenizer for generate_text",
-    )
-    tokenizer = protocol.integer(reply.fields.get("tokenizer"), "the tokenizer", 1)
-    label = "generate_text"
-    first = None
-    for temperature in (0.0, 1e-6):
-        reply = agent.try_ask(
-            "call",
-            {
-                "fn": label,
-                "args": [{"h": handle}, {"h": tokenizer}, {"v": prompt}],
-                "kwargs": {"max_length": {"v": NEW_TOKENS}, "temperature": {"v": temperature}},
-                "label": label,
-            },
-            deadline,
-            label,
-            budget=1 << 16,
-        )
-        if reply.ok or reply.status != "raised":
-            break
-        first = first or reply
-    if not reply.ok:
-        raise Stop(failure_of(first or reply, label, session.limits))
+    reply = _generate(session, name, handle, prompt, deadline)
     result = protocol.desc(reply.fields.get("result"), "the text")
     facts = {"prompt": prompt, "expected": expected.decode(prompt_ids + new)}
     if result.kind != "str":
@@ -122,3 +95,32 @@ def run(session: Session, deadline: Deadline) -> Verdict:
         facts=facts,
         mistakes=[("generate", "generate_text is not greedy GPT-2")],
     )
+
+
+def _generate(session: Session, name: str, handle: int, prompt: str, deadline: Deadline) -> protocol.Reply:
+    """generate_text(model, tokenizer, prompt, max_length, temperature=0), or 1e-6 where 0 raises."""
+    agent = session.numpy
+    expected = session.checkpoints[name]
+    reply = agent.ask(
+        "tokenizer",
+        {"path": agent.checkpoint_path(name), "preloaded": str(expected.source.path)},
+        deadline,
+        "making a tokenizer for generate_text",
+    )
+    tokenizer = protocol.integer(reply.fields.get("tokenizer"), "the tokenizer", 1)
+    label = "generate_text"
+    first = None
+    for temperature in (0.0, 1e-6):  # a sampler that divides by the temperature may refuse 0
+        request = {
+            "fn": label,
+            "args": [{"h": handle}, {"h": tokenizer}, {"v": prompt}],
+            "kwargs": {"max_length": {"v": NEW_TOKENS}, "temperature": {"v": temperature}},
+            "label": label,
+        }
+        reply = agent.try_ask("call", request, deadline, label, budget=1 << 16)
+        if reply.ok or reply.status != "raised":
+            break
+        first = first or reply
+    if not reply.ok:
+        raise Stop(failure_of(first or reply, label, session.limits))
+    return reply

@@ -12,10 +12,9 @@ import re
 
 import numpy as np
 
-from ...sandbox import protocol
 from .. import harness, oracle
 from ..session import Deadline, Session, Stop, failure_of
-from .base import Verdict, bullet, missing_function
+from .base import Verdict, conclude, lacks, returned_dict
 
 NAME = "intermediate"
 TITLE = "compare_intermediate_outputs: the first stage that differs"
@@ -66,11 +65,9 @@ def _call(session: Session, handle: int, hf: int, ids: np.ndarray, deadline: Dea
             break
         if reply.status != "raised":
             raise Stop(failure_of(reply, label, session.limits))
-    if not reply.ok:
-        raise Stop(failure_of(reply, label, session.limits))
-    result = protocol.desc(reply.fields.get("result"), "the result")
-    if result.kind != "dict":
-        return f"compare_intermediate_outputs returned {result.describe()}, not a dict of stage -> max difference"
+    result = returned_dict(session, reply, label, "stage -> max difference")
+    if isinstance(result, str):
+        return result
     out = {}
     for key, value in result.items:
         number = value.number
@@ -83,9 +80,8 @@ def _call(session: Session, handle: int, hf: int, ids: np.ndarray, deadline: Dea
 
 
 def run(session: Session, deadline: Deadline) -> Verdict:
-    imported = session.torch.ready(deadline)
-    if not imported.has("compare_intermediate_outputs"):
-        return missing_function(session, "compare_intermediate_outputs")
+    if (absent := lacks(session, deadline, "compare_intermediate_outputs")) is not None:
+        return absent
     expected = session.expected("function")
     n = expected.shape.num_layers
     rng = session.inputs.rng(6)
@@ -94,9 +90,7 @@ def run(session: Session, deadline: Deadline) -> Verdict:
     trace: oracle.Trace = []
     oracle.forward(expected.attributes, ids, expected.shape.num_heads, trace=trace)
     scale = max(1.0, max(float(np.max(np.abs(a))) for _, a in trace))
-    harness.model_class(session, deadline)  # first: it may restart the process, which would invalidate handles
-    hf, _ = harness.hf_objects(session, deadline)
-    lines: list[str] = []
+    hf, _ = harness.ready(session, deadline)
     results = {}
     for label, weights in (
         ("the grader's model with GPT-2's weights", expected.attributes),
@@ -116,39 +110,51 @@ def run(session: Session, deadline: Deadline) -> Verdict:
             f"pass ({', '.join(list(stages)[:5])}): name the stages embedding, block_0, ..., "
             "ln_f, logits",
         )
+    lines = _problems(correct, broken, known, stages, block, n, scale)
+    facts = {"corrupted_block": block, "keys": list(stages)[:40]}
+    return conclude(
+        [],
+        lines,
+        "compare_intermediate_outputs is wrong",
+        lambda: (
+            f"compare_intermediate_outputs is near zero on a matching model and first large at "
+            f"block {block}, where the grader corrupted one."
+        ),
+        facts=facts,
+        mistakes=[("intermediate", "compare_intermediate_outputs misplaces the difference")] if lines else [],
+    )
+
+
+def _problems(
+    correct: dict[str, float],
+    broken: dict[str, float],
+    known: dict[str, float],
+    stages: dict[str, float | None],
+    block: int,
+    num_layers: int,
+    scale: float,
+) -> list[str]:
+    """Near zero on the matching model, and first large at the corrupted block on the other."""
+    lines: list[str] = []
     big = [k for k, v in correct.items() if k in known and not v <= NEAR_ZERO_RTOL * scale]
     if big:
         lines.append(
             f"on the grader's model with GPT-2's own weights, {', '.join(big[:3])} are not near zero "
             f"({', '.join(f'{correct[k]:.3g}' for k in big[:3])}): the two models agree there"
         )
-    blocks = [k for k, s in known.items() if int(s) == block and 0 <= s < n]
-    if not blocks:
+    if not any(int(s) == block and 0 <= s < num_layers for s in known.values()):
         lines.append(f"the result has no entry for block {block} (keys: {', '.join(list(stages)[:6])})")
-    else:
-        ordered = sorted((s, k) for k, s in known.items() if k in broken)
-        first = next((k for s, k in ordered if broken[k] >= 0.5 * SHIFT), None)
-        if first is None:
-            lines.append(
-                f"on a model whose block {block} the grader corrupted (its output moves by {SHIFT:g}), no "
-                "stage shows a large difference"
-            )
-        elif int(known[first]) != block:
-            lines.append(
-                f"on a model whose block {block} the grader corrupted, the first large stage is {first!r} "
-                f"({broken[first]:.3g}); it should be block {block}"
-            )
-    facts = {"corrupted_block": block, "keys": list(stages)[:40]}
-    if lines:
-        return Verdict(
-            "failed",
-            "compare_intermediate_outputs is wrong:\n" + bullet(lines),
-            facts=facts,
-            mistakes=[("intermediate", "compare_intermediate_outputs misplaces the difference")],
+        return lines
+    ordered = sorted((s, k) for k, s in known.items() if k in broken)
+    first = next((k for _, k in ordered if broken[k] >= 0.5 * SHIFT), None)
+    if first is None:
+        lines.append(
+            f"on a model whose block {block} the grader corrupted (its output moves by {SHIFT:g}), no "
+            "stage shows a large difference"
         )
-    return Verdict(
-        "passed",
-        f"compare_intermediate_outputs is near zero on a matching model and first large at "
-        f"block {block}, where the grader corrupted one.",
-        facts=facts,
-    )
+    elif int(known[first]) != block:
+        lines.append(
+            f"on a model whose block {block} the grader corrupted, the first large stage is {first!r} "
+            f"({broken[first]:.3g}); it should be block {block}"
+        )
+    return lines

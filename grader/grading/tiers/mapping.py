@@ -159,12 +159,12 @@ def _judged_by_the_loader(session: Session, deadline: Deadline) -> Verdict:
         if load.failure is not None:
             return Verdict(
                 "error" if load.failure.kind != "timeout" else "timeout",
-                f"pretrained.py defines no get_weight_mapping, so the mapping is judged by what "
+                f"{session.prepared.module_label} defines no get_weight_mapping, so the mapping is judged by what "
                 f"load_gpt2_weights loads, and it failed: {load.failure.text}",
             )
         wrong += [f for f in shapes.findings_of(load) if f[0] != "your model"]
     intro = (
-        "pretrained.py defines no get_weight_mapping (the course's template has none), so the mapping is "
+        f"{session.prepared.module_label} defines no get_weight_mapping (the course's template has none), so the mapping is "
         "judged by what load_gpt2_weights loads"
     )
     if wrong:
@@ -184,12 +184,26 @@ def check_layers(
     num_layers: int, entries: dict[str, Entry], state: dict[str, np.ndarray]
 ) -> tuple[list[str], list[str], list[Finding]]:
     """Problems with one layer count's mapping, the student exceptions met, and wrong attributes."""
+    problems, typos = _key_problems(num_layers, list(entries))
+    if not state:
+        return problems, [], []
+    expected = expected_attributes(state, num_layers)
+    received, shape_problems, errors = _received(entries, state)
+    problems += shape_problems
+    got, findings = _targets(num_layers, expected, received, typos)
+    problems += _tie_problems(expected, received) + _stray_targets(expected, received)
+    wrong, _ = attribute_findings(expected, got, CandidateIndex(expected, state))
+    return problems, errors, findings + wrong
+
+
+def _key_problems(num_layers: int, keys: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Missing and unknown HuggingFace keys, and the unknown ones that are typos: {typo: real name}."""
     call = f"get_weight_mapping({num_layers})"
     hf_names = set(contract.hf_parameter_names(num_layers))
     required = contract.required_parameter_names(num_layers)
     problems: list[str] = []
-    missing = [k for k in required if k not in entries]
-    unknown = [k for k in entries if k not in hf_names and not k.endswith(contract.IGNORED_SUFFIXES)]
+    missing = [k for k in required if k not in keys]
+    unknown = [k for k in keys if k not in hf_names and not k.endswith(contract.IGNORED_SUFFIXES)]
     if missing:
         hint = ""
         if unknown and any(("transformer." + u) in missing for u in unknown):
@@ -204,9 +218,14 @@ def check_layers(
             f"{call} has keys that GPT2LMHeadModel with {num_layers} layers does not have, e.g. "
             f"{', '.join(unknown[:3])}{near}"
         )
-    if not state:
-        return problems, [], []
-    expected = expected_attributes(state, num_layers)
+    return problems, typos
+
+
+def _received(
+    entries: dict[str, Entry], state: dict[str, np.ndarray]
+) -> tuple[dict[str, list[tuple[str, Any]]], list[str], list[str]]:
+    """What each attribute path received, {path: [(key, array)]}; broken entries; student exceptions."""
+    problems: list[str] = []
     errors: list[str] = []
     received: dict[str, list[tuple[str, Any]]] = {}
     for key, entry in entries.items():
@@ -226,47 +245,53 @@ def check_layers(
             continue
         for path, output in zip(entry.targets, entry.outputs, strict=True):
             received.setdefault(path, []).append((key, output))
+    return received, problems, errors
+
+
+def _targets(
+    num_layers: int, expected: dict[str, np.ndarray], received: dict[str, list[tuple[str, Any]]], typos: dict[str, str]
+) -> tuple[dict[str, Any], list[Finding]]:
+    """The one array each attribute received, and findings for attributes loaded never or twice."""
     findings: list[Finding] = []
     got: dict[str, Any] = {}
     source_of = {path: name for path, (name, _) in sources(num_layers).items()}
     typo_of = {name: key for key, name in typos.items()}
     for path in expected:
-        own = [s for s in received.get(path, []) if s[0] != "lm_head.weight"]
+        own = [s for s in received.get(path, []) if s[0] != "lm_head.weight"]  # the tied head is judged apart
         if not own and source_of[path] in typo_of:
-            findings.append(
-                (
-                    path,
-                    "key_typo",
-                    f"is never loaded: the key {typo_of[source_of[path]]} is a typo of {source_of[path]}",
-                )
-            )
+            why = f"is never loaded: the key {typo_of[source_of[path]]} is a typo of {source_of[path]}"
+            findings.append((path, "key_typo", why))
         elif not own:
             findings.append((path, "unmapped", "is the target of no entry"))
         elif len(own) > 1:
-            findings.append(
-                (path, "mapped_twice", f"is the target of {len(own)} entries ({', '.join(k for k, _ in own)})")
-            )
+            why = f"is the target of {len(own)} entries ({', '.join(k for k, _ in own)})"
+            findings.append((path, "mapped_twice", why))
         else:
             got[path] = own[0][1]
+    return got, findings
+
+
+def _tie_problems(expected: dict[str, np.ndarray], received: dict[str, list[tuple[str, Any]]]) -> list[str]:
+    """An lm_head.weight entry must hand the token embedding over unchanged (the head is tied)."""
+    embedding = expected["token_embedding.weight"]
     for key, value in received.get("token_embedding.weight", []):
-        if key == "lm_head.weight" and not (
-            isinstance(value, np.ndarray)
-            and value.shape == expected["token_embedding.weight"].shape
-            and np.array_equal(value, expected["token_embedding.weight"])
-        ):
-            problems.append(
-                "lm_head.weight must map unchanged to token_embedding.weight (the head is tied) or be left out"
-            )
+        same = isinstance(value, np.ndarray) and value.shape == embedding.shape and np.array_equal(value, embedding)
+        if key == "lm_head.weight" and not same:
+            return ["lm_head.weight must map unchanged to token_embedding.weight (the head is tied) or be left out"]
+    return []
+
+
+def _stray_targets(expected: dict[str, np.ndarray], received: dict[str, list[tuple[str, Any]]]) -> list[str]:
+    """Targets that are no attribute of the model."""
+    problems = []
     for path in sorted(set(received) - set(expected)):
         if path == "lm_head.weight" or path.startswith("lm_head."):
             continue
         if "." in path and path.split(".")[0] not in ("token_embedding", "pos_embedding", "blocks", "ln_f"):
             problems.append(f"{path} is not an attribute of the model (contract section 2)")
-        elif path not in expected:
+        else:
             problems.append(f"{path} (target of {received[path][0][0]}) is not an attribute of the model")
-    wrong, _ = attribute_findings(expected, got, CandidateIndex(expected, state))
-    findings += wrong
-    return problems, errors, findings
+    return problems
 
 
 def _typos(unknown: list[str], missing: list[str]) -> dict[str, str]:

@@ -14,10 +14,9 @@ import numpy as np
 
 from lab04_checks.contract import BLOCK_ATTRIBUTES
 
-from ...sandbox import protocol
 from .. import harness
-from ..session import Deadline, Session, Stop, failure_of
-from .base import Verdict, bullet, missing_function
+from ..session import Deadline, Session
+from .base import Verdict, conclude, lacks, returned_dict
 
 NAME = "weights"
 TITLE = "analyze_weight_differences: zero when loaded, the corrupted weight named"
@@ -82,11 +81,9 @@ def _call(session: Session, handle: int, hf: int, deadline: Deadline) -> dict[st
     reply = session.torch.try_ask(
         "call", {"fn": label, "args": [{"h": handle}, {"h": hf}], "label": label}, deadline, label, budget=1 << 20
     )
-    if not reply.ok:
-        raise Stop(failure_of(reply, label, session.limits))
-    result = protocol.desc(reply.fields.get("result"), "the result")
-    if result.kind != "dict":
-        return f"analyze_weight_differences returned {result.describe()}, not a dict of weight -> statistics"
+    result = returned_dict(session, reply, label, "weight -> statistics")
+    if isinstance(result, str):
+        return result
     out = {}
     for key, value in result.items:
         if key.kind != "str":
@@ -101,9 +98,8 @@ def _call(session: Session, handle: int, hf: int, deadline: Deadline) -> dict[st
 
 
 def run(session: Session, deadline: Deadline) -> Verdict:
-    imported = session.torch.ready(deadline)
-    if not imported.has("analyze_weight_differences"):
-        return missing_function(session, "analyze_weight_differences")
+    if (absent := lacks(session, deadline, "analyze_weight_differences")) is not None:
+        return absent
     expected = session.expected("function")
     rng = session.inputs.rng(7)
     layer = int(rng.integers(0, expected.shape.num_layers))
@@ -113,8 +109,7 @@ def run(session: Session, deadline: Deadline) -> Verdict:
     broken = dict(expected.attributes)
     broken[path] = (original + noise).astype(np.float32)
     true = float(np.max(np.abs(broken[path].astype(np.float64) - original)))
-    harness.model_class(session, deadline)  # first: it may restart the process, which would invalidate handles
-    hf, _ = harness.hf_objects(session, deadline)
+    hf, _ = harness.ready(session, deadline)
     correct = _call(session, harness.model(session, expected.attributes, deadline), hf, deadline)
     if isinstance(correct, str):
         return Verdict("failed", correct)
@@ -148,15 +143,11 @@ def run(session: Session, deadline: Deadline) -> Verdict:
                 lines.append(f"{key}: mean_diff {mean:.3g} is not between 0 and max_diff")
                 break
     facts = {"perturbed": path, "true_max_diff": true, "keys": list(wrong)[:60]}
-    if lines:
-        return Verdict(
-            "failed",
-            "analyze_weight_differences is wrong:\n" + bullet(lines),
-            facts=facts,
-            mistakes=[("weights", "analyze_weight_differences misreports a weight")],
-        )
-    return Verdict(
-        "passed",
-        f"analyze_weight_differences gives 0 on a correct model and names {path} when the grader perturbs it.",
+    return conclude(
+        [],
+        lines,
+        "analyze_weight_differences is wrong",
+        lambda: f"analyze_weight_differences gives 0 on a correct model and names {path} when the grader perturbs it.",
         facts=facts,
+        mistakes=[("weights", "analyze_weight_differences misreports a weight")] if lines else [],
     )

@@ -30,7 +30,7 @@ INSIDE = os.path.dirname(os.path.abspath(__file__))
 
 def _preload(flavour: str, folders: list[str]) -> None:
     """The heavy imports, once, before any fork; and the harness's own objects for ``folders``."""
-    import lab04_agent
+    import lab04_ops
     import numpy  # noqa: F401
 
     if flavour == "torch":
@@ -42,7 +42,7 @@ def _preload(flavour: str, folders: list[str]) -> None:
         transformers.utils.logging.set_verbosity_error()
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
         for folder in folders:  # HuggingFace's model for the compare tiers, shared copy-on-write
-            lab04_agent.PRELOADED[folder] = (
+            lab04_ops.PRELOADED[folder] = (
                 GPT2LMHeadModel.from_pretrained(folder).eval(),
                 GPT2Tokenizer.from_pretrained(folder),
             )
@@ -55,12 +55,14 @@ def _preload(flavour: str, folders: list[str]) -> None:
         from lab04_tokenizer import StandInTokenizer  # the torch-free tokenizer
 
         for folder in folders:
-            lab04_agent.PRELOADED[folder] = StandInTokenizer(folder)
+            lab04_ops.PRELOADED[folder] = StandInTokenizer(folder)
 
 
 def serve(flavour: str, sock_fd: int, folders: list[str]) -> None:
     """Fork a launcher per request until the grader closes its end."""
     sys.path.insert(0, INSIDE)
+    # Our modules are imported now, while INSIDE is on the path: a student process has it neither on its path
+    # nor, with a private root, on its file system. lab04_agent imports lab04_ops, _buffers, _inspect, _trace.
     import lab04_agent  # noqa: F401
     import lab04_jail  # noqa: F401
 
