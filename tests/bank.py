@@ -288,6 +288,14 @@ BANK: tuple[Bug, ...] = (
         {"compare": "your tolerance is too strict"},
     ),
     Bug(
+        "compare_always_false_on_a_broken_decoder",
+        "compare_outputs says False whatever the difference, and GPTModel has no causal mask: the harness must"
+        " not judge compare on the student's broken class (a model off by that much makes False right)",
+        ((D, BLOCK_CALL, "            x = block(x, None, training)"), (P, MATCH, "    return False, max_diff")),
+        expect(logits="failed", generate="failed", compare="failed"),
+        {"compare": "your tolerance is too strict", "logits": "attention is not causal"},
+    ),
+    Bug(
         "compare_lies",
         "compare_outputs reports a made-up small difference and True",
         ((P, MATCH, "    return True, 1e-7"),),

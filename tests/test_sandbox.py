@@ -141,6 +141,23 @@ def test_the_student_process_sees_only_its_allow_list(flavour: str, zygotes: dic
         process.close()
 
 
+def test_start_up_is_timed_when_the_process_was_ready_not_when_it_was_read(zygotes: dict, tmp_path: Path) -> None:
+    """The grader starts processes early and reads "ready" when it needs them: the wait is not start-up."""
+    sub = make_submission(tmp_path / "sub", {"pretrained.py": PROBE})
+    root = tmp_path / "root"
+    root.mkdir()
+    plan = build_plan("numpy", root, sub, ".", {}, REPO / "reference", 16 << 20, 61777)
+    tmp_path.chmod(0o755)
+    process = StudentProcess(zygotes["numpy"], plan, Limits(), tmp_path, "numpy", 61777)
+    try:
+        process.start()
+        time.sleep(2.0)  # the grader busy elsewhere
+        process.wait_ready()
+        assert 0 < process.startup_seconds < 1.0, process.startup_seconds
+    finally:
+        process.close()
+
+
 @pytest.mark.skipif(not ROOT, reason="needs root")
 def test_the_torch_free_process_has_no_torch_anywhere(zygotes: dict, tmp_path: Path) -> None:
     process = start(zygotes, tmp_path, "numpy")

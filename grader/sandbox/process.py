@@ -10,10 +10,12 @@ Every reply goes through ``protocol`` before anyone looks at it.
 from __future__ import annotations
 
 import os
+import platform
 import re
 import select
 import signal
 import socket
+import struct
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,10 @@ from .zygote import Zygote, environment
 
 TRACE_BYTES = 256 << 10  # the stack dump taken at a time-out
 MEMORY_HEADROOM = 512 << 20  # address space a student process must have left above what it uses at its start
+# socket(7): the kernel stamps each message with the time it was sent, so a process's start-up is
+# measured when it said "ready", not when the grader got round to reading it. 35 on x86_64 and aarch64.
+SO_TIMESTAMPNS = 35 if platform.machine() in ("x86_64", "aarch64") else None
+_STAMP = struct.Struct("qq")
 
 
 _FRAME = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+) in (?P<func>\S+)')
@@ -50,7 +56,8 @@ class StudentProcess:
         self.student_pid: int | None = None
         self.status_fd = -1
         self.trace_fd = -1
-        self.spawned = 0.0
+        self.spawned, self.spawned_wall = 0.0, 0.0
+        self.sent_at: float | None = None  # when the last message read was sent (the kernel's stamp)
         self.ready = False
         self.layers: dict[str, Any] = {}
         self.isolated_root = False
@@ -67,6 +74,8 @@ class StudentProcess:
         if self.sock is not None:
             return
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        if SO_TIMESTAMPNS is not None:
+            mine.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         status_r, status_w = os.pipe()
         trace_fd = protocol.new_memfd("lab04-trace", TRACE_BYTES)
         out = os.open(self.stdout_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
@@ -95,7 +104,8 @@ class StudentProcess:
                 os.close(fd)
             theirs.detach()
         self.sock, self.status_fd, self.trace_fd = mine, status_r, trace_fd
-        self.spawned = time.monotonic()
+        self.spawned, self.spawned_wall = time.monotonic(), time.time()
+        self.sent_at = None
         self.ready = False
         self.starts += 1
 
@@ -134,7 +144,9 @@ class StudentProcess:
             self.kill()
             raise SandboxError("isolation is required (--require-isolation) but missing: " + "; ".join(missing))
         self.ready = True
-        self.startup_seconds += time.monotonic() - self.spawned
+        waited = time.monotonic() - self.spawned  # an upper bound: the process may have been ready long before
+        stamped = self.sent_at - self.spawned_wall if self.sent_at is not None else waited
+        self.startup_seconds += min(waited, max(0.0, stamped))
 
     def path(self, host: str | Path, inside: str) -> str:
         """A path as this process sees it: ``inside`` under its private root, else the host path."""
@@ -228,9 +240,12 @@ class StudentProcess:
             if not _readable(self.sock.fileno(), remaining):
                 return None
             try:
-                data, _, flags, _ = socket.recv_fds(self.sock, protocol.MAX_MESSAGE + 1, 1)
+                # Room for the kernel's time stamp only: a descriptor the student process sends is
+                # dropped by the kernel, never installed here.
+                data, ancillary, flags, _ = self.sock.recvmsg(protocol.MAX_MESSAGE + 1, socket.CMSG_SPACE(16))
             except OSError:
                 return "eof"
+            self.sent_at = _sent_at(ancillary)
             if not data:
                 return "eof"
             try:
@@ -375,6 +390,15 @@ def describe_status(status: int | None, limits: Limits) -> str:
         return detail
     code = os.waitstatus_to_exitcode(status)
     return f"the process exited early with code {code}"
+
+
+def _sent_at(ancillary: list[tuple[int, int, bytes]]) -> float | None:
+    """The kernel's send time of a message (wall clock), when the socket stamps them."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) == _STAMP.size:
+            seconds, nanoseconds = _STAMP.unpack(data)
+            return seconds + nanoseconds / 1e9
+    return None
 
 
 def _readable(fd: int, timeout: float) -> bool:
