@@ -88,6 +88,8 @@ def main() -> None:
     Exit codes: 0 when a report was written (however the submission did), 1 when the grader
     itself cannot work (unreadable model, unwritable --out), 2 for bad usage.
     """
+    for variable in defaults.THREAD_VARIABLES:  # before NumPy is imported; a value staff set is kept
+        os.environ.setdefault(variable, str(defaults.GRADER_THREADS))
 
 
 def _check_writable(out: Path) -> None:

@@ -9,6 +9,10 @@ FILE_MB = 2048  # largest file a student process may write (GPT-2 XL's largest a
 SCRATCH_MB = 512  # the private /tmp of each student process
 STARTUP_TIMEOUT_S = 120.0  # a student process's own start, before any student code
 THREADS = 1  # BLAS/OpenMP threads in each student process
+# BLAS threads of the grader's own process (its float64 GPT-2): the student processes need the cores; with
+# OpenBLAS's default of one per core, a single run on small took 1.4 s longer (scripts/benchmark.py).
+GRADER_THREADS = 1
+THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 PROCESSES = 64  # processes and threads of the student's user
 OUTPUT_KB = 1024  # stdout and stderr kept from each student process, each
 REPORT_OUTPUT_CHARS = 20_000  # of each that reach the report

@@ -10,6 +10,8 @@ Usage: .venv/bin/python scripts/benchmark.py [--single tiny small] [--batch N] [
   forwards, in one warm process), the naive grader per submission, and ``grade --jobs 1`` and ``--jobs 2``
   (targets: jobs 1 <= 1.5 x the floor, >= 2 x faster than naive; jobs 2 >= 1.7 x the throughput of jobs 1),
   with the peak memory of all the grader's processes together;
+- student process start: a fresh bubblewrap sandbox and Python per process (the alternative to the fork
+  server) beside the fork server's jailed children, as the tiny run's report measured them;
 - scale (``--scale``): GPT-2 large's shape graded once, its wall time and peak memory.
 """
 
@@ -142,10 +144,33 @@ def startup(folder: Path, misses: list[str]) -> None:
         check(f"grade {' '.join(command[:1])}", times[2], "< 0.5 s", times[2] < 0.5, misses)
 
 
+def sandbox_start(folder: Path) -> None:
+    """Why a fork server: a fresh bubblewrap sandbox and Python per student process, against its children."""
+    print("student process start (median of 5, seconds)")
+    bwrap = shutil.which("bwrap")
+    imports = {"numpy": "import numpy", "torch": "import numpy, torch, transformers.models.gpt2"}
+    for flavour, code in imports.items():
+        if bwrap:
+            command = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+            command += ["--unshare-all", "--die-with-parent", PYTHON, "-c", code]
+            times = sorted(wall(command)[0] for _ in range(5))
+            print(f"  bubblewrap {bwrap_version(bwrap)} + a fresh Python, {flavour} imported: {times[2]:.2f}")
+        else:
+            print("  bubblewrap: not installed (apt-get install bubblewrap), not measured")
+    report = json.loads((folder / "tiny.json").read_text())["extra_data"]["resources"]
+    for flavour in ("numpy", "torch"):
+        print(f"  the fork server's child, jailed, {flavour} imported: {report[f'{flavour}_startup_seconds']:.3f}")
+
+
+def bwrap_version(bwrap: str) -> str:
+    done = subprocess.run([bwrap, "--version"], capture_output=True, text=True, check=False)
+    return done.stdout.split()[-1] if done.stdout.split() else "?"
+
+
 def reference_submission(folder: Path) -> Path:
     from conftest import make_submission, reference_files
 
-    return make_submission(folder / "reference", reference_files(False))
+    return make_submission(folder / "reference", reference_files(True))
 
 
 def single(model: str, folder: Path, pairs: int, misses: list[str]) -> None:
@@ -198,7 +223,10 @@ def make_class(folder: Path, count: int) -> Path:
             shutil.copytree(reference_submission(folder / f"ref{n}"), cls / f"s{n:02d}-correct")
         else:
             bug = bugs[BUGS[(n // 2) % len(BUGS)]]
-            shutil.move(str(materialise(bug, folder / f"bug{n}")), cls / f"s{n:02d}-{bug.name}")
+            target = cls / f"s{n:02d}-{bug.name}"
+            shutil.move(str(materialise(bug, folder / f"bug{n}")), target)
+            if not (target / "decoder.py").exists():  # a student ships the decoder; so the naive grader can run
+                shutil.copy(REPO / "reference" / "decoder.py", target / "decoder.py")
     return cls
 
 
@@ -306,6 +334,8 @@ def main() -> None:
         startup(folder, misses)
         for model in args.single:
             single(model, folder, args.pairs, misses)
+        if "tiny" in args.single:
+            sandbox_start(folder)
         if args.batch:
             batch(args.batch, folder, misses)
         if args.scale:

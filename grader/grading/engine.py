@@ -91,14 +91,17 @@ def prepare_expectations(config: GradeConfig, seed: int | None = None) -> Expect
     return Expectations(roles, checkpoints, sources, chosen)
 
 
-def start_zygotes(limits: Limits, folder: Path, expectations: Expectations) -> dict[str, Zygote]:
+def start_zygotes(limits: Limits, folder: Path, expectations: Expectations, shared: bool = True) -> dict[str, Zygote]:
     """The two fork servers: one with torch and transformers imported, one without; each preloads the
-    harness's own objects (HuggingFace's model for the function tiers; the tokenizer for generate_text)."""
-    function = str(expectations.sources["function"].path)
+    harness's own objects (HuggingFace's model for the function tiers; the tokenizer for generate_text).
+
+    ``shared=False`` (one submission): the torch server preloads nothing, since its only child would
+    wait for it; that child loads HuggingFace's model when the compare tiers ask, beside the logits tier."""
+    function = (str(expectations.sources["function"].path),) if shared else ()
     loaded = tuple(str(expectations.sources[r].path) for r in ("primary", "second") if r in expectations.sources)
     return {
         "numpy": Zygote("numpy", limits.threads, folder / "zygote-numpy.log", loaded),
-        "torch": Zygote("torch", limits.threads, folder / "zygote-torch.log", (function,)),
+        "torch": Zygote("torch", limits.threads, folder / "zygote-torch.log", function),
     }
 
 
@@ -261,7 +264,7 @@ def grade(
     try:
         expectations = expectations or prepare_expectations(config)
         if own:
-            zygotes = start_zygotes(config.limits, scratch, expectations)  # they import torch while we prepare
+            zygotes = start_zygotes(config.limits, scratch, expectations, shared=False)  # torch imports meanwhile
         prepared = prepare(config.submission, scratch / "submission")
         if prepared.problem:
             for tier in TIERS:
