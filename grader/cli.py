@@ -173,18 +173,20 @@ def _write(report: Any, out: Path, report_format: str) -> None:
 
 def _run_batch(config: GradeConfig, jobs: int, force: bool, quiet: bool, only: tuple[str, ...] = ()) -> None:
     """Grade a folder of submissions into the folder ``config.out``, with progress and an ETA."""
-    from .grading.batch import BatchConfig, State, discover, memory_jobs, run_batch
+    from .grading.batch import BatchConfig, State, discover, job_bytes, memory_jobs, run_batch
+    from .grading.checkpoints import resolve_model
     from .outputs.summary import build_class_summary, class_result, load_rows
 
     if not config.submission.is_dir():
         raise ConfigError(f"batch mode needs a folder of submissions, not {config.submission}")
     if config.out.exists() and not config.out.is_dir():
         raise ConfigError(f"batch mode writes one report per submission: --out must be a folder, not {config.out}")
-    allowed = memory_jobs(jobs, config.limits.memory_bytes * 2)
+    need = job_bytes(resolve_model(config.model, config.checkpoint_dir).shape.parameters)
+    allowed = memory_jobs(jobs, need)
     if allowed < jobs and not quiet:
         click.echo(
-            f"Running {allowed} job(s), not {jobs}: the available memory holds {allowed} student "
-            f"process pair(s) at --memory-mb {config.limits.memory_bytes >> 20}.",
+            f"Running {allowed} job(s), not {jobs}: the available memory holds {allowed} job(s) "
+            f"of about {need / 2**30:.1f} GiB each on {config.model}.",
             err=True,
         )
     batch = BatchConfig(config.submission, config.out, config, jobs=allowed, force=force, only=only)

@@ -30,3 +30,8 @@ NEAR_MISS = 1e-2  # the compare tier's near miss: any sensible tolerance rejects
 
 # Batch mode.
 JOBS = 1
+# What one batch job holds resident, for --jobs: a base (the two student processes with NumPy and torch,
+# the grader's share) plus bytes per parameter of the primary checkpoint (HuggingFace's copy, the
+# student's, the exported model). Measured with scripts/benchmark.py: about 3 GiB per job on small.
+JOB_BASE_MB = 1024
+JOB_BYTES_PER_PARAMETER = 16

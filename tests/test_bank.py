@@ -8,6 +8,11 @@ import pytest
 from bank import BANK, Bug
 from conftest import Grader, make_submission, reference_files, statuses, tier
 
+from grader.config import GradeConfig
+from grader.grading.checkpoints import BUILTIN
+from grader.grading.engine import grade
+from grader.sandbox.limits import Limits
+
 
 def materialise(bug: Bug, folder: Path) -> Path:
     """The reference solution with the bug's edits applied."""
@@ -49,3 +54,20 @@ def test_reference_solution_scores_full_marks(tmp_path: Path, with_decoder: bool
     logits = tier(report, "logits")
     assert logits.max_diff is not None and logits.max_diff <= logits.tolerance
     assert not report.start_here and not report.internal_errors
+
+
+@pytest.mark.slow
+def test_a_model_larger_than_the_file_limit_still_reaches_the_torch_free_process(tmp_path: Path) -> None:
+    """The exported model is written into a memfd, which the file-size limit bounds: GPT-2 large's
+    weights (3 GB) exceed the default 2 GiB, so the torch process's limit grows to the export's room.
+    Here, on small: a 300 MB limit holds every logits reply (at most 206 MB) but not the weights (500 MB)."""
+    small = BUILTIN["small"]
+    assert small.n_positions * small.vocab_size * 4 < 300 << 20 < 4 * 124_000_000
+    config = GradeConfig(
+        submission=make_submission(tmp_path / "ref", reference_files(True)),
+        out=tmp_path / "r.json",
+        model="small",
+        limits=Limits(file_bytes=300 << 20),
+    )
+    report = grade(config)
+    assert set(statuses(report).values()) == {"passed"}, [t.detail for t in report.tiers]

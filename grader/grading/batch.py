@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
+from .. import __version__, defaults
 from ..config import GradeConfig
 from ..errors import ConfigError
 from ..outputs.files import write_atomic
@@ -144,8 +144,13 @@ def changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return out
 
 
+def job_bytes(parameters: int) -> int:
+    """The resident memory one job needs on a primary checkpoint of ``parameters`` (not the address-space limit)."""
+    return (defaults.JOB_BASE_MB << 20) + defaults.JOB_BYTES_PER_PARAMETER * parameters
+
+
 def memory_jobs(requested: int, per_job_bytes: int) -> int:
-    """At most as many jobs as the available memory holds at the student processes' limit each."""
+    """At most as many jobs as the available memory holds at ``per_job_bytes`` each."""
     try:
         available = int(Path("/proc/meminfo").read_text().split("MemAvailable:")[1].split()[0]) * 1024
     except (OSError, IndexError, ValueError):

@@ -16,7 +16,7 @@ from lab04_checks.contract import attribute_paths
 
 from ..sandbox import protocol
 from ..sandbox.protocol import Desc, ProtocolError, Reply
-from .session import TIE, Agent, Deadline, Failure, Session, Stop, failure_of
+from .session import TIE, Agent, Deadline, Failure, Session, Stop, export_budget, failure_of
 from .truth import Expected
 
 FETCH_BYTES = 1 << 30  # at most this much of wrong attributes crosses for the diagnosis
@@ -179,13 +179,12 @@ def _fetch(session: Session, agent: Agent, load: Load, wrong: list[str], deadlin
 
 def _export(session: Session, agent: Agent, load: Load, deadline: Deadline) -> None:
     """Pickle the loaded model for the torch-free process (kept as a sealed memfd)."""
-    nbytes = sum(a.nbytes for a in load.expected.attributes.values())
     reply = agent.try_ask(
         "export",
         {"h": load.model},
         deadline,
         "sending your model to the torch-free process",
-        budget=3 * nbytes + (64 << 20),
+        budget=export_budget(load.expected.shape),
     )
     if not reply.ok:
         load.blob_problem = failure_of(reply, "pickling your model for the torch-free process", session.limits).text

@@ -14,9 +14,11 @@ import itertools
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+from lab04_checks.contract import ModelShape
 
 from .. import defaults
 from ..errors import SandboxError
@@ -48,6 +50,11 @@ def next_uid() -> int:
     """A uid for one grading run: distinct across the runs of a batch and, very likely, across processes."""
     low, high = defaults.UID_RANGE
     return low + (os.getpid() * 97 + next(_uids)) % (high - low)
+
+
+def export_budget(shape: ModelShape) -> int:
+    """Room for a loaded model pickled for the torch-free process: three copies of its float32 weights."""
+    return 3 * 4 * (shape.parameters + shape.vocab_size * shape.d_model) + (64 << 20)
 
 
 class Deadline:
@@ -139,6 +146,10 @@ class Agent:
     def start(self) -> None:
         s = self.session
         if self.process is None:
+            limits = s.limits
+            if self.flavour == "torch":  # the exported model is written into a memfd: the file limit must hold it
+                biggest = max(export_budget(e.shape) for e in s.checkpoints.values())
+                limits = replace(limits, file_bytes=max(limits.file_bytes, biggest))
             root = s.scratch / f"root-{self.flavour}"
             root.mkdir(exist_ok=True)
             checkpoints = {e.name: s.readable_checkpoint(e.name) for e in s.checkpoints.values()}
@@ -152,7 +163,7 @@ class Agent:
                 s.limits.scratch_bytes,
                 s.uid,
             )
-            self.process = StudentProcess(s.zygotes[self.flavour], plan, s.limits, s.scratch, self.flavour, s.uid)
+            self.process = StudentProcess(s.zygotes[self.flavour], plan, limits, s.scratch, self.flavour, s.uid)
         if not self.process.alive:
             self.imported = None
             self.handles = {}

@@ -79,8 +79,11 @@ class Inputs:
         self.fd = fd
         self.manifest = manifest
         self.map = None
-        if fd >= 0 and os.fstat(fd).st_size > 0:
-            self.map = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+        # Map only what the manifest uses: a results memfd passed on is sized for the worst case (three
+        # copies of the weights), and mapping all of it costs address space and commit charge.
+        self.end = max((int(e["offset"]) + int(e["nbytes"]) for e in manifest), default=0)
+        if fd >= 0 and self.end > 0:
+            self.map = mmap.mmap(fd, self.end, prot=mmap.PROT_READ)
 
     def array(self, index: int) -> np.ndarray:
         """Input array ``index``, as a private, writable copy."""
@@ -91,7 +94,10 @@ class Inputs:
 
     def pickled(self) -> tuple[mmap.mmap, memoryview, list[memoryview]]:
         """A private, writable (copy-on-write) mapping of a pickled model: the stream and its buffers."""
-        mapping = mmap.mmap(self.fd, 0, access=mmap.ACCESS_COPY)
+        if self.map is not None:  # one mapping of a model is enough address space
+            self.map.close()
+            self.map = None
+        mapping = mmap.mmap(self.fd, self.end, access=mmap.ACCESS_COPY)
         views = [memoryview(mapping)[e["offset"] : e["offset"] + e["nbytes"]] for e in self.manifest]
         return mapping, views[0], views[1:]
 
