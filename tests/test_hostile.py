@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -286,13 +287,14 @@ print("IPC SEEN:", _libc.shmget(0x4C414234, 0, 0) >= 0, _libc.msgget(0x4C414235,
 """
 
 FILLER = """
+import os
 for where in ("/dev/shm", "/tmp"):
     try:
         with open(where + "/fill", "wb") as fh:
             while True:
                 fh.write(b"x" * 2**20)
     except OSError as exc:
-        print("FULL:", where, type(exc).__name__)
+        print("FULL:", where, type(exc).__name__, os.path.getsize(where + "/fill") >> 20, "MB")
 """
 
 FD_BOMB = """
@@ -473,6 +475,7 @@ CASES = [
         edited(at_import(FILLER)),
         expect(),
         stdout_says=("FULL: /dev/shm", "FULL: /tmp"),
+        check=lambda r: _scratch_capped(r),
     ),
     Case("writing 2 GiB through every descriptor", edited(at_import(FD_BOMB)), expect()),
     Case(
@@ -499,6 +502,12 @@ def _output_capped(report: dict) -> None:
     stdout = _stdout(report)
     assert len(stdout) < 2 * defaults.REPORT_OUTPUT_CHARS + 500, len(stdout)  # heads and tails, not 50 MB
     assert "characters cut" in stdout
+
+
+def _scratch_capped(report: dict) -> None:
+    """The private /tmp filled up at its size (--scratch-mb), not at the file-size limit or the machine's RAM."""
+    written = {w: int(n) for w, n in re.findall(r"FULL: (\S+) OSError (\d+) MB", _stdout(report))}
+    assert written["/tmp"] <= defaults.SCRATCH_MB and written["/dev/shm"] <= 1, written
 
 
 def _forks_capped(report: dict) -> None:

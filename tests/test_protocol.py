@@ -109,6 +109,7 @@ def test_manifest_must_fit_the_sealed_data() -> None:
     for bad in (
         [{"dtype": "<f4", "shape": [2**40], "offset": 0, "nbytes": 2**42}],  # claims 4 TiB
         [{"dtype": "<f4", "shape": [7], "offset": 0, "nbytes": 28}],  # past the end
+        [{"dtype": "<f4", "shape": [6], "offset": 8, "nbytes": 24}],  # starts inside, ends past the end
         [{"dtype": "<f4", "shape": [6], "offset": 0, "nbytes": 20}],  # shape and size disagree
         [{"dtype": "|O", "shape": [1], "offset": 0, "nbytes": 8}],  # objects: a pickle in disguise
         [{"dtype": "<f4", "shape": [6], "offset": 0, "nbytes": 24, "path": "/etc/passwd"}],  # an unknown entry

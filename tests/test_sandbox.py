@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -39,8 +40,8 @@ def who():
     return [os.getuid(), os.getgid(), os.getpid(), len([p for p in os.listdir("/proc") if p.isdigit()]) <= 3]
 def interfaces():
     return sorted(os.listdir("/sys/class/net")) if os.path.isdir("/sys/class/net") else []
-def connect():
-    socket.create_connection(("127.0.0.1", 22), timeout=1)
+def connect(port):
+    socket.create_connection(("127.0.0.1", port), timeout=1).close()
 def shm():
     return ctypes.CDLL(None).shmget(0x4C414299, 4096, 0o1666) >= 0
 def torch_file():
@@ -59,6 +60,37 @@ def quit():
     os._exit(4)
 def crash():
     ctypes.string_at(0)
+def memfd(n):
+    fd = os.memfd_create("mine")
+    chunk, written = b"x" * (1 << 20), 0
+    try:
+        while written < n:
+            written += os.write(fd, chunk)
+    except OSError:
+        pass
+    return written
+def shout(n):
+    import sys
+    line = "y" * 1023 + chr(10)
+    for _ in range(n // 1024):
+        sys.stdout.write(line)
+    sys.stdout.flush()
+def forge():
+    import json, threading
+    sockets = []
+    for fd in range(3, 64):
+        try:
+            s = socket.socket(fileno=os.dup(fd))
+        except OSError:
+            continue
+        if s.type == socket.SOCK_SEQPACKET:
+            sockets.append(s)
+    for s in sockets:  # a reply to a request the grader never made, ahead of the real one
+        try:
+            s.send(json.dumps({"v": 1, "id": 987654, "status": "ok", "result": {"t": "int", "v": 42}}).encode())
+        except OSError:
+            pass
+    return 7
 def big(n):
     import numpy
     return numpy.zeros(n, dtype=numpy.float32)
@@ -133,12 +165,54 @@ def test_the_student_process_sees_only_its_allow_list(flavour: str, zygotes: dic
         assert call(process, "read", "/checkpoints/tiny/model.safetensors").ok  # its own checkpoint, by design
         uid, gid, pid, few = value(call(process, "who"))
         assert (uid, gid) == (61777, 61777) and pid == 1 and few  # PID 1 of its own namespace
-        assert call(process, "connect").status == "raised"
+        with socket.create_server(("127.0.0.1", 0)) as listener:  # the machine's loopback, listening
+            assert call(process, "connect", listener.getsockname()[1]).status == "raised"
         assert value(call(process, "interfaces")) in ([], ["lo"])
         print(f"\nlayers as root, {flavour} process: {process.layers}")  # for the README's table (run with -s)
         assert "mount namespace" in process.layers["held"] and not process.layers["unavailable"]
     finally:
         process.close()
+
+
+def test_a_memory_file_of_its_own_is_bounded_by_the_file_limit(zygotes: dict, tmp_path: Path) -> None:
+    """memfd pages are RAM outside the address-space limit: the file-size limit bounds each one."""
+    process = start(zygotes, tmp_path, "numpy", file_bytes=32 << 20)
+    try:
+        assert value(call(process, "memfd", 128 << 20)) == 32 << 20
+    finally:
+        process.close()
+
+
+def test_output_is_capped_where_it_is_written(zygotes: dict, tmp_path: Path) -> None:
+    """50 MB printed: the grader keeps the first and last half of its 1 MB cap on disk, not 50 MB."""
+    process = start(zygotes, tmp_path, "numpy", output_bytes=1 << 20)
+    try:
+        assert call(process, "shout", 50 << 20, seconds=60).ok
+    finally:
+        process.close()
+    assert process.stdout_path.stat().st_size <= (1 << 20) + 4096
+    assert process.output()[0].count("y") > 1000
+
+
+def test_a_reply_to_another_request_is_not_taken_for_this_one(zygotes: dict, tmp_path: Path) -> None:
+    """Student code can write on the agent's socket; only a reply carrying this request's id answers it."""
+    process = start(zygotes, tmp_path, "numpy")
+    try:
+        assert value(call(process, "forge")) == 7
+        assert call(process, "listing").ok  # and the next request gets its own reply
+    finally:
+        process.close()
+
+
+def test_the_graders_packages_are_covered_where_a_bound_tree_holds_them(tmp_path: Path, monkeypatch) -> None:
+    """Installed without -e (as a bundle may be), grader/ lies in the bound site-packages: an empty mount hides it."""
+    from grader.sandbox import plan
+
+    inside = os.path.join(plan.site_packages()[0], "grader")
+    outside = str(tmp_path / "elsewhere" / "grader")  # not under any bound tree: nothing to cover
+    monkeypatch.setattr(plan, "own_package_dirs", lambda: [inside, outside])
+    made = plan.build_plan("torch", tmp_path / "root", tmp_path / "sub", ".", {}, REPO / "reference", 1 << 20, 61777)
+    assert inside in made["cover"] and outside not in made["cover"]
 
 
 def test_start_up_is_timed_when_the_process_was_ready_not_when_it_was_read(zygotes: dict, tmp_path: Path) -> None:
