@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -40,6 +41,10 @@ FORWARD = "        x = self.token_embedding(ids) + self.pos_embedding(T)  # [B, 
 GRADER_MB = 800  # the grader's own peak memory on tiny, whatever the submission does (a correct one: about 300)
 ZERO = dict.fromkeys(TIER_NAMES, "error")
 MARKER = "LAB04-CLASSMATE-SECRET-7f3a"
+# A port of the machine's loopback that listens for the whole session: the probes try to reach it.
+LISTENER = socket.create_server(("127.0.0.1", 0))
+LISTENER.listen(64)
+PORT = LISTENER.getsockname()[1]
 
 
 def edited(*edits: tuple[str, str, str]) -> dict[str, str]:
@@ -259,7 +264,7 @@ def _probe():
             if len(seen) > 20:
                 break
     try:
-        socket.create_connection(("127.0.0.1", 22), timeout=1)
+        socket.create_connection(("127.0.0.1", {PORT}), timeout=1)
         seen.append("network reached")
     except OSError:
         pass
@@ -615,5 +620,6 @@ def test_protections_can_be_removed(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     seen = _stdout(json.loads((tmp_path / "r.json").read_text()))
     assert "answers.py" in seen or "lab04-checkpoint.json" in seen or "MARKER" in seen, seen[-2000:]
+    assert "network reached" in seen, seen[-2000:]
     assert Path("/tmp/lab04-open").exists()
     Path("/tmp/lab04-open").unlink()

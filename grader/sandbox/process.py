@@ -98,13 +98,13 @@ class StudentProcess:
         if not self.limits.isolate:
             (self.scratch / f"{self.name}-home").mkdir(exist_ok=True)
         try:
+            self.spawned, self.spawned_wall = time.monotonic(), time.time()  # before: it may be ready at once
             self.launcher_pid = self.zygote.spawn(request, [theirs.fileno(), out, err, status_w, trace_fd])
         finally:
             for fd in (theirs.fileno(), out, err, status_w):
                 os.close(fd)
             theirs.detach()
         self.sock, self.status_fd, self.trace_fd = mine, status_r, trace_fd
-        self.spawned, self.spawned_wall = time.monotonic(), time.time()
         self.sent_at = None
         self.ready = False
         self.starts += 1
