@@ -39,7 +39,8 @@ from ..sandbox.protocol import ProtocolError
 from ..sandbox.zygote import Zygote
 from . import inputs as inputs_module
 from .checkpoints import ModelSource, resolve_model
-from .session import Deadline, Imported, Session, Stop
+from .outcome import Deadline, Stop
+from .session import Imported, Session
 from .submission import Prepared, prepare
 from .tiers import TIERS
 from .tiers.base import Verdict, from_failure

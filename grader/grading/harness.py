@@ -13,7 +13,8 @@ import numpy as np
 
 from ..sandbox import protocol
 from ..sandbox.protocol import ProtocolError
-from .session import TIE, Deadline, Failure, Session, Stop, failure_of
+from .outcome import Deadline, Failure, Stop, failure_of
+from .session import TIE, Session
 
 VERIFY_SECONDS = 20.0  # for checking that the student's GPTModel computes GPT-2 (a tiny model: well under 1 s)
 

@@ -16,7 +16,8 @@ from lab04_checks.contract import attribute_paths
 
 from ..sandbox import protocol
 from ..sandbox.protocol import Desc, ProtocolError, Reply
-from .session import TIE, Agent, Deadline, Failure, Session, Stop, export_budget, failure_of
+from .outcome import Deadline, Failure, Stop, failure_of
+from .session import TIE, Agent, Session, export_budget
 from .truth import Expected
 
 FETCH_BYTES = 1 << 30  # at most this much of wrong attributes crosses for the diagnosis

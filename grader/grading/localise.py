@@ -15,7 +15,8 @@ import numpy as np
 from ..sandbox import protocol
 from . import oracle
 from .mistakes import DECODER_MISTAKES, SUBSTEP_MISTAKES, UNTIED_HEAD
-from .session import Deadline, Session
+from .outcome import Deadline
+from .session import Session
 from .tiers.base import arrays_of
 
 SUBSTEP_RTOL = 3e-6  # per sub-step, of its output's scale; float32 noise there is below 1e-6

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from ...sandbox.protocol import Desc, Reply, desc
-from ..session import Failure, Session, Stop, failure_of
+from ..outcome import Failure, Stop, failure_of
+from ..session import Session
 
 STATUSES = ("passed", "failed", "error", "timeout", "skipped")
 

@@ -19,7 +19,8 @@ from ... import defaults
 from ...sandbox import protocol
 from ...sandbox.protocol import Desc
 from .. import harness, loading, oracle
-from ..session import Deadline, Failure, Session, Stop, failure_of
+from ..outcome import Deadline, Failure, Stop, failure_of
+from ..session import Session
 from ..truth import digest
 from .base import Verdict, conclude, missing_function
 

@@ -11,7 +11,8 @@ import numpy as np
 from lab04_checks.contract import WEIGHTS_RTOL
 
 from ...sandbox import protocol
-from ..session import Deadline, Session, Stop
+from ..outcome import Deadline, Stop
+from ..session import Session
 from .base import Verdict, array_problem, arrays_of, bullet, from_failure
 
 NAME = "embedding"
@@ -98,7 +99,7 @@ def run(session: Session, deadline: Deadline) -> Verdict:
 
 
 def _failure(session: Session, reply, what: str):
-    from ..session import Failure, failure_of
+    from ..outcome import Failure, failure_of
 
     if reply.ok or (reply.status == "protocol" and not reply.fields):
         return Failure("protocol", f"{what} gave no usable result")

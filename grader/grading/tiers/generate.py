@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from ...sandbox import protocol
-from ..session import Deadline, Session, Stop, failure_of
+from ..outcome import Deadline, Stop, failure_of
+from ..session import Session
 from ..truth import Expected
 from .base import Verdict, missing_function
 

@@ -13,7 +13,8 @@ import re
 import numpy as np
 
 from .. import harness, oracle
-from ..session import Deadline, Session, Stop, failure_of
+from ..outcome import Deadline, Stop, failure_of
+from ..session import Session
 from .base import Verdict, conclude, lacks, returned_dict
 
 NAME = "intermediate"

@@ -19,7 +19,8 @@ import numpy as np
 from ...sandbox import protocol
 from .. import localise
 from ..diagnose import cause_key
-from ..session import Deadline, Failure, Session, Stop, failure_of
+from ..outcome import Deadline, Failure, Stop, failure_of
+from ..session import Session
 from . import shapes
 from .base import Verdict, array_problem, arrays_of, conclude
 

@@ -19,7 +19,8 @@ from ...sandbox.protocol import Desc
 from .. import loading
 from ..answers import expected_attributes, sources, synthetic_state
 from ..diagnose import CandidateIndex, Finding, attribute_findings, cause_key, group_findings, mistake_keys
-from ..session import Deadline, Session, Stop
+from ..outcome import Deadline, Stop
+from ..session import Session
 from .base import Verdict, arrays_of, bullet, missing_function
 
 NAME = "mapping"
@@ -106,7 +107,7 @@ def _apply(session: Session, key: str, handle: int, tensor: np.ndarray, deadline
 
 
 def from_reply_failure(session: Session, reply: Any, label: str) -> Any:
-    from ..session import failure_of
+    from ..outcome import failure_of
 
     return failure_of(reply, label, session.limits)
 

@@ -14,7 +14,8 @@ from lab04_checks.contract import attribute_paths
 from .. import loading
 from ..diagnose import Finding, cause_key, compare_one, failure_hint, group_findings, mistake_keys
 from ..loading import Load
-from ..session import TIE, Deadline, Session
+from ..outcome import Deadline
+from ..session import TIE, Session
 from .base import Verdict, bullet, missing_function
 
 NAME = "shapes"

@@ -15,7 +15,8 @@ import numpy as np
 from lab04_checks.contract import BLOCK_ATTRIBUTES
 
 from .. import harness
-from ..session import Deadline, Session
+from ..outcome import Deadline
+from ..session import Session
 from .base import Verdict, conclude, lacks, returned_dict
 
 NAME = "weights"
