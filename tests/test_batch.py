@@ -14,7 +14,15 @@ from course import layouts
 
 import grader.grading.batch
 from grader.cli import main
-from grader.grading.batch import changes, content_hash, discover, is_submission, looks_like_class
+from grader.grading.batch import (
+    changes,
+    content_hash,
+    discover,
+    is_submission,
+    job_bytes,
+    looks_like_class,
+    memory_jobs,
+)
 
 SEGFAULT = "import ctypes\nctypes.string_at(0)  # reads address 0: SIGSEGV\n"
 
@@ -155,3 +163,12 @@ def test_batch_mode_refuses_a_single_file_and_json_out_means_one_submission(tmp_
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "one.json").read_text())  # one report for the folder, not a folder of reports
     assert report["score"] == 0 and report["extra_data"]["submission"]["path"] == str(folder)
+
+
+def test_jobs_are_capped_by_what_a_job_holds_not_by_the_address_space_limit() -> None:
+    """Two jobs on small fit in 8 GiB (3 GiB each, measured), though 2 x 6 GiB of address space would not."""
+    small = job_bytes(124_439_808)
+    assert 2.5 * 2**30 < small < 3.5 * 2**30
+    assert memory_jobs(2, small, available=8 << 30) == 2
+    assert memory_jobs(4, small, available=8 << 30) == 2
+    assert memory_jobs(2, job_bytes(774_030_080), available=20 << 30) == 1  # GPT-2 large: one at a time

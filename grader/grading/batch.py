@@ -149,12 +149,13 @@ def job_bytes(parameters: int) -> int:
     return (defaults.JOB_BASE_MB << 20) + defaults.JOB_BYTES_PER_PARAMETER * parameters
 
 
-def memory_jobs(requested: int, per_job_bytes: int) -> int:
-    """At most as many jobs as the available memory holds at ``per_job_bytes`` each."""
-    try:
-        available = int(Path("/proc/meminfo").read_text().split("MemAvailable:")[1].split()[0]) * 1024
-    except (OSError, IndexError, ValueError):
-        return requested
+def memory_jobs(requested: int, per_job_bytes: int, available: int | None = None) -> int:
+    """At most as many jobs as the available memory (``MemAvailable``, unless given) holds at ``per_job_bytes`` each."""
+    if available is None:
+        try:
+            available = int(Path("/proc/meminfo").read_text().split("MemAvailable:")[1].split()[0]) * 1024
+        except (OSError, IndexError, ValueError):
+            return requested
     return max(1, min(requested, int(available * 0.9) // max(per_job_bytes, 1)))
 
 
