@@ -256,8 +256,18 @@ def op_hf(agent: Agent, request: dict, inputs: Inputs, results: Results) -> dict
                 if hasattr(obj, attr):
                     setattr(obj, attr, request["path"])
     else:
-        model = GPT2LMHeadModel.from_pretrained(request["path"]).eval()
-        tokenizer = GPT2Tokenizer.from_pretrained(request["path"])
+        # Loaded here, after the student's code ran: without transformers' loader threads, which a
+        # student's fork bomb (the process limit) would leave it unable to start.
+        before = os.environ.get("HF_DEACTIVATE_ASYNC_LOAD")
+        os.environ["HF_DEACTIVATE_ASYNC_LOAD"] = "1"
+        try:
+            model = GPT2LMHeadModel.from_pretrained(request["path"]).eval()
+            tokenizer = GPT2Tokenizer.from_pretrained(request["path"])
+        finally:
+            if before is None:
+                os.environ.pop("HF_DEACTIVATE_ASYNC_LOAD", None)
+            else:
+                os.environ["HF_DEACTIVATE_ASYNC_LOAD"] = before
     return {"model": agent.keep(model), "tokenizer": agent.keep(tokenizer)}
 
 
