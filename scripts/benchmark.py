@@ -1,6 +1,6 @@
 """What grading costs, beside its yardsticks, in one run: prints each ratio beside its target, exits 1 on a miss.
 
-Usage: .venv/bin/python scripts/benchmark.py [--single tiny small] [--batch N] [--scale] [--pairs 3]
+Usage: .venv/bin/python scripts/benchmark.py [--single tiny small] [--batch N] [--rounds 2] [--scale] [--pairs 3]
 
 - start-up: ``grade --help``, ``grade summary REPORTS`` and ``grade checkpoints list`` (target < 0.5 s each);
 - single run, per checkpoint: a fresh ``grade`` process on the reference (as run_autograder runs it) against
@@ -9,7 +9,8 @@ Usage: .venv/bin/python scripts/benchmark.py [--single tiny small] [--batch N] [
 - batch, GPT-2 small's shape, N submissions (correct and buggy mixed): the floor (the student's own load and 3
   forwards, in one warm process), the naive grader per submission, and ``grade --jobs 1`` and ``--jobs 2``
   (targets: jobs 1 <= 1.5 x the floor, >= 2 x faster than naive; jobs 2 >= 1.7 x the throughput of jobs 1),
-  with the peak memory of all the grader's processes together;
+  all four measured in turn in each of ``--rounds`` rounds, each ratio the median over the rounds, with the
+  peak memory of all the grader's processes together;
 - student process start: a fresh bubblewrap sandbox and Python per process (the alternative to the fork
   server) beside the fork server's jailed children, as the tiny run's report measured them;
 - scale (``--scale``): GPT-2 large's shape graded once, its wall time and peak memory.
@@ -84,7 +85,7 @@ BUGS = ("transposed_c_proj", "qkv_permuted", "missing_biases", "compare_mean", "
 
 
 def wall(command: list[str], env: dict | None = None) -> tuple[float, int]:
-    """Seconds a command takes as a whole process, and the peak resident memory of its process tree (bytes)."""
+    """Seconds a command takes as a whole process, and the peak memory of its process tree (bytes, Pss summed)."""
     started = time.monotonic()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=REPO)
     peak = [0]
@@ -114,18 +115,23 @@ def _tree(pid: int) -> list[int]:
     return out
 
 
+def _resident(pid: int) -> int:
+    """A process's proportional share of resident memory (Pss): pages shared between processes, such as the
+    exported model's memfd that the grader and both student processes map, count once in a sum; else VmRSS."""
+    for name, key in (("smaps_rollup", "Pss:"), ("status", "VmRSS:")):
+        try:
+            for line in Path(f"/proc/{pid}/{name}").read_text().splitlines():
+                if line.startswith(key):
+                    return int(line.split()[1]) * 1024
+        except OSError:
+            continue
+    return 0
+
+
 def _sample(process: subprocess.Popen, peak: list[int]) -> None:
-    """The largest sum of RSS over the process and all its descendants, sampled every 0.2 s."""
+    """The largest sum of Pss over the process and all its descendants, sampled every 0.2 s."""
     while process.poll() is None:
-        total = 0
-        for pid in _tree(process.pid):
-            try:
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) * 1024
-            except OSError:
-                continue
-        peak[0] = max(peak[0], total)
+        peak[0] = max(peak[0], sum(_resident(pid) for pid in _tree(process.pid)))
         time.sleep(0.2)
 
 
@@ -256,7 +262,7 @@ def make_class(folder: Path, count: int) -> Path:
     return cls
 
 
-def batch(count: int, folder: Path, misses: list[str]) -> None:
+def batch(count: int, folder: Path, rounds: int, misses: list[str]) -> None:
     from grader.grading.checkpoints import resolve_model
 
     checkpoint = resolve_model("small").path
@@ -264,46 +270,44 @@ def batch(count: int, folder: Path, misses: list[str]) -> None:
     subs = sorted(str(p) for p in cls.iterdir())
     (folder / "floor.py").write_text(FLOOR)
     (folder / "naive.py").write_text(NAIVE)
-    done = subprocess.run(
-        [PYTHON, str(folder / "floor.py"), str(checkpoint), *subs], capture_output=True, text=True, check=True, cwd=REPO
-    )
-    floor = statistics.mean(json.loads(done.stdout.strip().splitlines()[-1]))
-    naive = statistics.mean(wall([PYTHON, str(folder / "naive.py"), str(checkpoint), s])[0] for s in subs)
-    results = {}
-    for jobs in (1, 2):
-        out = folder / f"reports-{jobs}"
-        seconds, peak = wall(
-            [
-                PYTHON,
-                "-m",
-                "grader.cli",
-                "run",
-                str(cls),
-                "--out",
-                str(out),
-                "--model",
-                "small",
-                "--jobs",
-                str(jobs),
-                "--force",
-                "-q",
-            ]
+    rows = []
+    for _ in range(rounds):  # each round measures all four in turn, so a ratio compares like with like
+        done = subprocess.run(
+            [PYTHON, str(folder / "floor.py"), str(checkpoint), *subs],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=REPO,
         )
-        results[jobs] = (seconds / count, peak)
+        floor = statistics.mean(json.loads(done.stdout.strip().splitlines()[-1]))
+        naive = statistics.mean(wall([PYTHON, str(folder / "naive.py"), str(checkpoint), s])[0] for s in subs)
+        graded = {jobs: grade_class(cls, folder / f"reports-{jobs}", jobs) for jobs in (1, 2)}
+        rows.append((floor, naive, graded[1][0] / count, graded[2][0] / count, graded[1][1], graded[2][1]))
     total = int(Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0]) * 1024
+    for floor, naive, one, two, _, _ in rows:
+        print(
+            f"batch of {count} on small (half correct, half bank mistakes), seconds per submission: floor "
+            f"{floor:.2f}, naive {naive:.2f}, --jobs 1 {one:.2f}, --jobs 2 {two:.2f}"
+        )
     print(
-        f"batch of {count} on small (half correct, half bank mistakes), seconds per submission: floor {floor:.2f}, "
-        f"naive {naive:.2f}, --jobs 1 {results[1][0]:.2f}, --jobs 2 {results[2][0]:.2f}"
+        f"  peak memory of all processes together (Pss): --jobs 1 {max(r[4] for r in rows) / 2**30:.1f} GiB, "
+        f"--jobs 2 {max(r[5] for r in rows) / 2**30:.1f} GiB, of {total / 2**30:.0f} GiB"
     )
-    print(
-        f"  peak memory of all processes together: --jobs 1 {results[1][1] / 2**30:.1f} GiB, --jobs 2 "
-        f"{results[2][1] / 2**30:.1f} GiB, of {total / 2**30:.0f} GiB"
-    )
-    check("batch: grader --jobs 1 / floor", results[1][0] / floor, "<= 1.5", results[1][0] / floor <= 1.5, misses)
-    check("batch: naive / grader --jobs 1", naive / results[1][0], ">= 2", naive / results[1][0] >= 2, misses)
-    speedup = results[1][0] / results[2][0]
-    check("batch: throughput --jobs 2 / --jobs 1", speedup, ">= 1.7", speedup >= 1.7, misses)
-    check("batch: memory of --jobs 2 / the machine's", results[2][1] / total, "< 1", results[2][1] < total, misses)
+    print(f"  ratios: the median over {rounds} rounds")
+    ratio = statistics.median(r[2] / r[0] for r in rows)
+    check("batch: grader --jobs 1 / floor", ratio, "<= 1.5", ratio <= 1.5, misses)
+    ratio = statistics.median(r[1] / r[2] for r in rows)
+    check("batch: naive / grader --jobs 1", ratio, ">= 2", ratio >= 2, misses)
+    ratio = statistics.median(r[2] / r[3] for r in rows)
+    check("batch: throughput --jobs 2 / --jobs 1", ratio, ">= 1.7", ratio >= 1.7, misses)
+    peak = max(r[5] for r in rows)
+    check("batch: memory of --jobs 2 / the machine's", peak / total, "< 1", peak < total, misses)
+
+
+def grade_class(cls: Path, out: Path, jobs: int) -> tuple[float, int]:
+    """Wall seconds and peak memory of grading the whole class afresh with ``--jobs``."""
+    command = [PYTHON, "-m", "grader.cli", "run", str(cls), "--out", str(out), "--model", "small"]
+    return wall([*command, "--jobs", str(jobs), "--force", "-q"])
 
 
 def scale(folder: Path) -> None:
@@ -336,7 +340,7 @@ def scale(folder: Path) -> None:
     report = json.loads(out.read_text())
     r = report["extra_data"]["resources"]
     print(
-        f"  graded in {seconds:.0f} s, score {report['score']:g}; peak memory: all processes together "
+        f"  graded in {seconds:.0f} s, score {report['score']:g}; peak memory: all processes together (Pss) "
         f"{peak / 2**30:.1f} GiB; grader {r['grader_peak_rss_mb'] / 1024:.1f} GiB, torch process "
         f"{r['torch_peak_rss_mb'] / 1024:.1f} GiB, torch-free process {r['numpy_peak_rss_mb'] / 1024:.1f} GiB"
     )
@@ -348,6 +352,7 @@ def main() -> None:
     parser.add_argument("--single", nargs="*", default=["tiny", "small"], help="checkpoints for the single-run ratio")
     parser.add_argument("--batch", type=int, default=8, help="submissions in the batch (0: skip the batch)")
     parser.add_argument("--pairs", type=int, default=3, help="A/B pairs per single-run ratio")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of the batch's four measurements")
     parser.add_argument("--scale", action="store_true", help="also grade GPT-2 large's shape (builds 3 GB)")
     args = parser.parse_args()
     print(
@@ -362,7 +367,7 @@ def main() -> None:
             single(model, folder, args.pairs, misses)
         sandbox_start(folder)
         if args.batch:
-            batch(args.batch, folder, misses)
+            batch(args.batch, folder, args.rounds, misses)
         if args.scale:
             scale(folder)
     print("all targets met" if not misses else f"missed: {', '.join(misses)}")

@@ -178,6 +178,13 @@ MUTATIONS = (
         ("tests/test_bank.py::test_bank_submission_gets_its_verdicts[compare_always_false_on_a_broken_decoder]",),
     ),
     Mutation(
+        "exported bytes compared, not the export's claims",
+        "grader/grading/loading.py",
+        "                self._holds[key] = same_bytes(view, self.expected.attributes[want])",
+        "                self._holds[key] = True",
+        (HOSTILE.format("forged claims of where the exported attributes lie"),),
+    ),
+    Mutation(
         "zip entries kept inside",
         "grader/grading/submission.py",
         '                if name.is_absolute() or ".." in name.parts or not target.is_relative_to(root):',

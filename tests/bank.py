@@ -251,6 +251,13 @@ BANK: tuple[Bug, ...] = (
         {"shapes": "names contain dots"},
     ),
     Bug(
+        "binds_views_correctly",
+        "binds each array (np.split's strided views among them) and re-ties the head: right, judged by the "
+        "exported bytes where the export holds an attribute and by its digest where not",
+        ((P, STORE, REBIND), (P, RETIE, RETIE_BIND)),
+        ALL_PASS,
+    ),
+    Bug(
         "tie_broken",
         "rebinds token_embedding.weight and leaves the tied head on the old array (pitfall 1)",
         ((P, STORE, REBIND), (P, RETIE, "    pass")),
@@ -447,6 +454,14 @@ BANK: tuple[Bug, ...] = (
         expect(logits="failed", generate="failed"),
         {"logits": "positions start at 1"},
         ("position_offset",),
+    ),
+    Bug(
+        "positions_capped",
+        "reuses its last position row past 20 tokens (a position table sized for a shorter context)",
+        ((D, EMBED, EMBED.replace("self.pos_embedding(T)", "self.pos_embedding(T)[np.minimum(np.arange(T), 19)]")),),
+        expect(logits="failed"),
+        {"logits": "the first sub-step that computes differently from GPT-2 on the input it received is embedding"},
+        (),
     ),
     Bug(
         "untied_head",

@@ -236,6 +236,30 @@ def _forge():
 threading.Thread(target=_forge, daemon=True).start()
 """
 
+# Claims, for the exported model, that each attribute lies in the first buffer of its size: the grader then
+# compares those bytes, and a loader that loaded nothing has no right bytes to point at.
+LOCATED_FORGER = """
+import sys
+import numpy as _np
+_ops = sys.modules.get("lab04_ops")
+def _claim(obj, request, buffers):
+    sizes = {}
+    for i, buffer in enumerate(buffers):
+        sizes.setdefault(buffer.raw().nbytes, i)
+    out = {}
+    for path in request.get("paths", []):
+        try:
+            value = _ops.follow(obj, path)
+        except Exception:
+            continue
+        if isinstance(value, _np.ndarray) and value.nbytes in sizes:
+            out[path] = sizes[value.nbytes]
+    return out
+if _ops is not None:
+    _ops._located = _claim
+"""
+NEVER_LOADS = (P, LOAD, "    return None\n" + LOAD)
+
 # Reads whatever the process can reach: the grader, the reference, the checkpoints cache, other students.
 PROBE = f'''
 import os, socket, time
@@ -382,6 +406,12 @@ CASES = [
         {},
         within=150,
         check=lambda r: _earns_nothing(r),
+    ),
+    Case(
+        "forged claims of where the exported attributes lie",
+        edited(at_import(LOCATED_FORGER), NEVER_LOADS),
+        expect(shapes="failed", embedding="failed", logits="failed", generate="failed"),
+        says=("unchanged since GPTModel(...) created it",),
     ),
     Case(
         "endless loop at import",

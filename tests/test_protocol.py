@@ -177,3 +177,21 @@ def test_the_agent_and_the_grader_digest_arrays_alike() -> None:
     for array in (np.arange(12, dtype=np.float32).reshape(3, 4), np.arange(12.0).reshape(3, 4).T, np.zeros(0)):
         assert agent.digest(array) == digest(array)
     assert digest(np.zeros(3, np.float32)) != digest(np.zeros(3, np.float64))
+
+
+def test_exported_bytes_are_judged_as_equal_digests_would_judge_them() -> None:
+    from grader.grading.loading import same_bytes
+
+    a = np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4)
+    assert same_bytes(a.copy(), a) and digest(a.copy()) == digest(a)
+    nan = np.array([np.nan, 1.0], np.float32)
+    cases = [
+        (np.array([-0.0, 1.0], np.float32), np.array([0.0, 1.0], np.float32)),  # equal numbers, other bits
+        (a.astype(np.float64), a),  # the right values, the wrong dtype
+        (a.reshape(4, 3), a),  # the right bytes, the wrong shape
+        (a + np.float32(1e-7), a),
+    ]
+    for got, want in cases:
+        assert not same_bytes(got, want) and digest(got) != digest(want)
+    assert same_bytes(nan.copy(), nan) and digest(nan.copy()) == digest(nan)  # a NaN is its own bits
+    assert same_bytes(np.asfortranarray(a), a)  # judged in C order, as the digest is

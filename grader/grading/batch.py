@@ -230,8 +230,8 @@ def run_batch(
     outcomes, todo = _plan(batch, submissions, state, progress)
     if not todo:
         return sorted(outcomes, key=lambda o: o.name)
-    expectations.warm()
     (batch.reports / ".zygotes").mkdir(exist_ok=True)
+    # The fork servers import torch and transformers (seconds) in their own processes while the truth is computed.
     zygotes = start_zygotes(batch.grading.limits, batch.reports / ".zygotes", expectations)
 
     def one(name: str, path: Path, key: str) -> Outcome:
@@ -254,6 +254,7 @@ def run_batch(
         return Outcome(name, status, report.score, seconds, message)
 
     try:
+        expectations.warm(diagnosis=True)
         outcomes += _grade_all(todo, one, batch.jobs, progress)
     finally:
         for zygote in zygotes.values():

@@ -70,25 +70,43 @@ class CandidateIndex:
                     # reshape(3, d, d)[i]: splits the rows, not the columns
                     self._add(Candidate(name, False, array.reshape(3, d, d)[third], name, "wrong_axis", third))
                 self._add(Candidate(name, False, array[..., third::3], name, "interleaved", third))
+        self._samples: dict[tuple[int, ...], tuple[tuple[np.ndarray, ...], np.ndarray, np.ndarray]] = {}
+        self._scales: dict[tuple[tuple[int, ...], int], float] = {}
 
     def _add(self, candidate: Candidate) -> None:
         self._by_shape.setdefault(tuple(candidate.array.shape), []).append(candidate)
 
+    def _sampled(self, shape: tuple[int, ...]) -> tuple[tuple[np.ndarray, ...], np.ndarray, np.ndarray]:
+        """Where the cheap check looks in arrays of ``shape``, every candidate's entries there, and their scales."""
+        if shape not in self._samples:
+            size = int(np.prod(shape))
+            where = np.unravel_index(np.linspace(0, size - 1, min(_SAMPLE, size)).astype(np.int64), shape)
+            # Indexed in place: flattening a transposed candidate would copy it whole, on every search.
+            values = np.stack([c.array[where].astype(np.float64) for c in self._by_shape[shape]])
+            self._samples[shape] = (where, values, np.maximum(1.0, np.max(np.abs(values), axis=1)))
+        return self._samples[shape]
+
     def find(self, array: np.ndarray, rtol: float = 1e-6) -> Candidate | None:
         """The first candidate equal to ``array`` (within ``rtol`` of its scale), or None."""
-        pool = self._by_shape.get(tuple(array.shape), [])
+        shape = tuple(array.shape)
+        pool = self._by_shape.get(shape, [])
         if not pool or array.size == 0:
             return None
-        flat = array.reshape(-1).astype(np.float64)
-        idx = np.linspace(0, flat.size - 1, min(_SAMPLE, flat.size)).astype(np.int64)
-        for cand in pool:
-            other = cand.array.reshape(-1)
-            tol = rtol * max(1.0, float(np.max(np.abs(other[idx]))))
-            if np.max(np.abs(flat[idx] - other[idx])) > tol:
-                continue
-            if np.max(np.abs(flat - other)) <= rtol * max(1.0, float(np.max(np.abs(other)))):
-                return cand
+        where, values, scales = self._sampled(shape)
+        close = np.max(np.abs(values - array[where].astype(np.float64)), axis=1) <= rtol * scales
+        for k in np.flatnonzero(close):
+            other = pool[k].array
+            # In float32 when both are: the difference of two close float32 values is exact.
+            delta = array - other if array.dtype == other.dtype == np.float32 else array.astype(np.float64) - other
+            if np.max(np.abs(delta)) <= rtol * self._scale(shape, k):
+                return pool[k]
         return None
+
+    def _scale(self, shape: tuple[int, ...], k: int) -> float:
+        key = (shape, k)
+        if key not in self._scales:
+            self._scales[key] = max(1.0, float(np.max(np.abs(self._by_shape[shape][k].array))))
+        return self._scales[key]
 
 
 def explain(path: str, got: np.ndarray, index: CandidateIndex) -> tuple[str, str] | None:

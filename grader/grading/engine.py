@@ -59,10 +59,13 @@ class Expectations:
     sources: dict[str, ModelSource]
     inputs: inputs_module.Inputs
 
-    def warm(self) -> None:
-        """Compute what every submission needs, once (a batch does it before its jobs start)."""
+    def warm(self, diagnosis: bool = False) -> None:
+        """Compute what every submission needs, once (a batch does it before its jobs start); with
+        ``diagnosis``, also GPT-2's trace that a wrong forward pass is compared with (a class has some)."""
         primary = self.checkpoints[self.roles["primary"]]
         primary.warm(*(item.ids for item in self.inputs.logits))
+        if diagnosis:
+            primary.trace(self.inputs.traced())
         if self.roles.get("second"):
             self.checkpoints[self.roles["second"]].warm(self.inputs.second.ids)
         self.checkpoints[self.roles["function"]].warm()

@@ -16,6 +16,7 @@ import numpy as np
 from lab04_checks.contract import ModelShape
 
 LONG_TOKENS = 48
+TRACE_MIN_TOKENS = 8  # the shortest traced prefix: long enough for masks, positions and head splits to show
 BATCH_ROWS, BATCH_TOKENS = 3, 9
 MAPPING_LAYERS = (1, 2, 12)  # plus the checkpoint's own; 48 is checked for keys only
 COVERAGE_LAYERS = (48,)
@@ -60,6 +61,12 @@ class Inputs:
     texts: tuple[str, ...]  # for compare_outputs
     prompts: tuple[str, ...]  # for generate_text, in order of preference
     rng_seed: int  # for the parent's own random choices (corruptions, their order)
+
+    def traced(self, first_wrong_position: int = 0) -> np.ndarray:
+        """The ids the diagnosis traces: the shortest prefix of the traced input's first row that holds
+        ``first_wrong_position`` (a causal model's wrong position is wrong in every prefix holding it)."""
+        row = self.logits[self.trace].ids[:1]
+        return row[:, : max(TRACE_MIN_TOKENS, first_wrong_position + 1)]
 
     def rng(self, salt: int) -> np.random.Generator:
         return np.random.default_rng([self.rng_seed, salt])

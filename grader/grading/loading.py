@@ -1,13 +1,15 @@
 """One run of the student's loader: build a model, load a checkpoint, read every attribute back, export it.
 
-The shapes tier judges what is read here; the later tiers use the exported model. Whole arrays
-cross only for attributes whose digest is wrong (for the diagnosis), within a budget.
+The shapes tier judges what is read here; the later tiers use the exported model. Each
+attribute is judged on the exported bytes themselves where the export holds it (the very
+arrays the torch-free process computes with), else on its digest; whole arrays cross
+again only for wrong attributes the export does not hold (for the diagnosis), within a budget.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -78,6 +80,34 @@ class Load:
     blob_problem: str = ""
     process_start: int = 0  # which start of the torch process holds ``model``
     dotted: list[str] = field(default_factory=list)  # attribute names with a dot (setattr with a whole path)
+    exported: dict[str, np.ndarray] = field(default_factory=dict)  # attributes found in the export: its bytes
+    _holds: dict[tuple[str, str], bool] = field(default_factory=dict)
+    findings: list | None = None  # the shapes tier's findings on this load, once made
+
+    def holds(self, path: str, expected_path: str | None = None) -> bool:
+        """Whether attribute ``path`` holds exactly the expected array of ``expected_path`` (default: its own):
+        same dtype, shape and bytes, judged on the exported bytes when there are any, else on the digest."""
+        want = expected_path or path
+        key = (path, want)
+        if key not in self._holds:
+            entry, view = self.after.get(path), self.exported.get(path)
+            if view is not None:
+                self._holds[key] = same_bytes(view, self.expected.attributes[want])
+            else:
+                self._holds[key] = (
+                    entry is not None and bool(entry.digest) and entry.digest == self.expected.digests[want]
+                )
+        return self._holds[key]
+
+
+def same_bytes(got: np.ndarray, want: np.ndarray) -> bool:
+    """Same dtype, shape and bytes (what equal digests mean: -0.0 is not 0.0, a NaN equals its own bits)."""
+    if got.dtype.str != want.dtype.str or got.shape != want.shape:
+        return False
+    width = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}.get(want.dtype.itemsize)
+    if width is None or not got.flags.c_contiguous or not want.flags.c_contiguous:
+        return got.tobytes() == want.tobytes()
+    return bool(np.array_equal(got.view(width), want.view(width)))  # integers: exact bits, at memory speed
 
 
 def read(
@@ -135,15 +165,26 @@ def load(session: Session, name: str, deadline: Deadline) -> Load:
         )
         load.returned = protocol.desc(reply.fields.get("result"), "what load_gpt2_weights returned")
         load.after, reply = read(
-            agent, load.model, paths, deadline, "reading the loaded attributes", dotted=True, sample=True
+            agent, load.model, paths, deadline, "reading the loaded attributes", dotted=True, sample=True, digests=False
         )
         load.dotted = [
             protocol.text(n, "a name", 200)
             for n in protocol.sequence(reply.fields.get("dotted", []), "dotted names", 20)
         ]
-        wrong = [p for p in paths[:-1] if load.after[p].digest != expected.digests[p]]
-        load.arrays = _fetch(session, agent, load, wrong, deadline)
-        _export(session, agent, load, deadline)
+        _export(session, agent, load, paths, deadline)
+        unseen = [p for p in paths if load.after[p].kind in ("array", "tensor") and p not in load.exported]
+        if unseen:  # not in the export (a tensor, a strided view, no export at all): their digests, then
+            digested, _ = read(agent, load.model, unseen, deadline, "reading the loaded attributes' digests")
+            for p in unseen:  # only the digest: object ids (the tie) are numbered per read, so keep the first's
+                same = (digested[p].kind, digested[p].dtype, digested[p].shape) == (
+                    load.after[p].kind,
+                    load.after[p].dtype,
+                    load.after[p].shape,
+                )
+                load.after[p] = replace(load.after[p], digest=digested[p].digest if same else "")
+        wrong = [p for p in paths[:-1] if not load.holds(p)]
+        load.arrays = {p: load.exported[p] for p in wrong if p in load.exported}
+        load.arrays.update(_fetch(session, agent, load, [p for p in wrong if p not in load.exported], deadline))
     except Stop as stop:
         load.failure = stop.failure
     except ProtocolError as exc:
@@ -178,11 +219,11 @@ def _fetch(session: Session, agent: Agent, load: Load, wrong: list[str], deadlin
     return out
 
 
-def _export(session: Session, agent: Agent, load: Load, deadline: Deadline) -> None:
-    """Pickle the loaded model for the torch-free process (kept as a sealed memfd)."""
+def _export(session: Session, agent: Agent, load: Load, paths: list[str], deadline: Deadline) -> None:
+    """Pickle the loaded model for the torch-free process (kept as a sealed memfd); note where its attributes are."""
     reply = agent.try_ask(
         "export",
-        {"h": load.model},
+        {"h": load.model, "paths": paths},
         deadline,
         "sending your model to the torch-free process",
         budget=export_budget(load.expected.shape),
@@ -213,4 +254,27 @@ def _export(session: Session, agent: Agent, load: Load, deadline: Deadline) -> N
         for i in indices
     ]
     load.blob = os.dup(reply.bulk.fd)
+    load.exported = _located(load, reply, indices[1:])
     reply.close()
+
+
+def _located(load: Load, reply: Reply, buffers: list[int]) -> dict[str, np.ndarray]:
+    """The exported bytes of each attribute the export says it holds, viewed as what the read said it is.
+
+    A claim is only where to look: a block of another size is ignored (that attribute is then judged
+    by its digest), and the bytes found there are what the shapes tier compares."""
+    located = protocol.mapping(reply.fields.get("located", {}), "the located attributes", len(load.after) + 1)
+    out = {}
+    for path, index in located.items():
+        entry = load.after.get(path)
+        position = protocol.integer(index, "a buffer", 0, len(buffers) - 1) if buffers else None
+        if entry is None or entry.kind != "array" or position is None or entry.dtype not in protocol.ALLOWED_DTYPES:
+            continue
+        dtype = np.dtype(entry.dtype)
+        raw = reply.array(buffers[position], path)
+        if raw.nbytes != int(np.prod(entry.shape, dtype=np.int64)) * dtype.itemsize:
+            continue
+        if raw.nbytes and raw.__array_interface__["data"][0] % dtype.itemsize:
+            continue
+        out[path] = raw.view(dtype).reshape(entry.shape)
+    return out

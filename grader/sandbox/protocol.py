@@ -472,7 +472,7 @@ REPLY_FIELDS: dict[str, set[str]] = {
     "call": {"result"},
     "read": {"values", "dotted"},
     "set": {"set"},
-    "export": {"torch_paths", "blob", "buffers", "nbytes"},
+    "export": {"torch_paths", "blob", "buffers", "nbytes", "located"},
     "adopt": {"result"},
     "clone": {"result"},
     "hf": {"model", "tokenizer"},

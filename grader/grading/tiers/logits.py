@@ -78,6 +78,7 @@ class _Findings:
     worst: float = 0.0
     worst_tol: float | None = None
     failed: list[int] = field(default_factory=list)  # the inputs whose logits differ
+    first_wrong_position: dict[int, int] = field(default_factory=dict)  # per failed input
     results: dict[int, np.ndarray] = field(default_factory=dict)
 
     def name(self, key: str, advice: str, cause: str) -> None:
@@ -139,6 +140,7 @@ def _check_input(session: Session, handle: int, k: int, deadline: Deadline, foun
     if diff.max() > tol:
         found.failed.append(k)
         per_position = diff.reshape(-1, diff.shape[-2], diff.shape[-1]).max(axis=(0, 2))
+        found.first_wrong_position[k] = int(np.flatnonzero(per_position > tol)[0])
         found.lines.append(
             f"on the {item.label} input, max |diff| {diff.max():.3g} > tolerance {tol:.2g}: "
             f"{_positions_text(per_position, tol)}"
@@ -219,17 +221,21 @@ def _explain_trace(
     """On the traced input: where the activations leave GPT-2's and the first sub-step that computes wrongly."""
     lines: list[str] = []
     k = session.inputs.trace
-    ids = session.inputs.logits[k].ids[:1]
-    trace = localise.trace(session, handle, ids, deadline)
-    divergence = localise.first_divergence(session, trace, ids) if trace else None
+    row = session.inputs.logits[k].ids[:1]
+    # The shortest prefix that holds the first wrong position (the cost grows with its length), and the whole
+    # row only when the prefix shows nothing.
+    ids = session.inputs.traced(found.first_wrong_position.get(k, 0))
+    weights = localise.student_weights(session)
+    trace, divergence, (step, diff, named) = _locate(session, handle, ids, weights, deadline)
+    if ids.shape[-1] < row.shape[-1] and divergence is None and step is None:
+        ids = row
+        trace, divergence, (step, diff, named) = _locate(session, handle, ids, weights, deadline)
     if divergence is not None:
         found.facts["first_activation_divergence"] = divergence[0]
         lines.append(
             f"your activations first leave GPT-2's at: {divergence[0]} (max |diff| {divergence[1]:.3g}; "
             "everything before it matches)"
         )
-    weights = localise.student_weights(session)
-    step, diff, named = localise.first_wrong_substep(session, trace, ids, weights) if trace else (None, 0.0, [])
     if step is not None:
         found.facts["first_divergence"] = step
         lines.append(
@@ -251,3 +257,12 @@ def _explain_trace(
             lines.append(f"your logits are exactly those of GPT-2 with a classic mistake: {whole[1]}")
             found.name(whole[0], whole[1], f"decoder {whole[0]}")
     return lines
+
+
+def _locate(session: Session, handle: int, ids: np.ndarray, weights: dict, deadline: Deadline) -> tuple:
+    """The trace of the student's forward on ``ids``, where it leaves GPT-2's, and its first wrong sub-step."""
+    trace = localise.trace(session, handle, ids, deadline)
+    if not trace:
+        return trace, None, (None, 0.0, [])
+    divergence = localise.first_divergence(session, trace, ids)
+    return trace, divergence, localise.first_wrong_substep(session, trace, ids, weights)

@@ -1,9 +1,9 @@
 """Tier 2: after ``load_gpt2_weights(model, <checkpoint folder>)`` every attribute holds the right array.
 
 Checked on the primary checkpoint and on a second one of another depth and width (a
-loader hard-wired to 12 layers or 768 dimensions fails there). The student process sends
-each attribute's digest; whole arrays cross only for attributes whose digest is wrong,
-so that the feedback can say what they hold instead. The model passed in is the one
+loader hard-wired to 12 layers or 768 dimensions fails there). Each attribute is compared
+on the bytes the model was exported with (``loading``), or its digest where the export
+does not hold it; the wrong ones' arrays say what they hold instead. The model passed in is the one
 judged; returning it is optional. The head must stay tied (pitfall 1 of the handout).
 """
 
@@ -24,7 +24,13 @@ LANE = "torch"  # the student process it talks to; tiers of the two lanes run si
 
 
 def findings_of(load: Load) -> list[Finding]:
-    """Every wrong attribute of one load, with what it holds instead."""
+    """Every wrong attribute of one load, with what it holds instead (found once: three tiers ask)."""
+    if load.findings is None:
+        load.findings = _findings(load)
+    return list(load.findings)
+
+
+def _findings(load: Load) -> list[Finding]:
     expected = load.expected
     out: list[Finding] = []
     for path in attribute_paths(expected.shape.num_layers):
@@ -35,7 +41,7 @@ def findings_of(load: Load) -> list[Finding]:
             out.append((path, "torch_tensor", "is a torch tensor: store NumPy arrays (tensor.detach().numpy())"))
         elif entry.kind == "object":
             out.append((path, "not_array", f"is a {entry.type_name}, not a NumPy array"))
-        elif entry.digest != expected.digests[path]:
+        elif not load.holds(path):
             before = load.before.get(path)
             unchanged = before is not None and bool(before.sample) and before.sample == entry.sample
             have = load.arrays.get(path)
@@ -67,7 +73,7 @@ def _tie_findings(load: Load) -> list[Finding]:
     head, embedding = load.after.get(TIE), load.after.get("token_embedding.weight")
     if head is None or head.kind == "missing" or embedding is None or embedding.kind != "array":
         return []  # no lm_head at all: the forward computes h @ token_embedding.weight.T itself
-    if head.oid == embedding.oid or head.digest == load.expected.digests["token_embedding.weight"]:
+    if head.oid == embedding.oid or load.holds(TIE, "token_embedding.weight"):
         return []
     before = load.before.get(TIE)
     if before is not None and before.sample and before.sample == head.sample:
