@@ -368,6 +368,9 @@ class Session:
             if load.blob >= 0:
                 os.close(load.blob)
                 load.blob = -1
+            # Views of the exported model keep its memfd (hundreds of MB) alive; the session is part of reference
+            # cycles that only the garbage collector breaks, so let go of them now.
+            load.exported, load.arrays = {}, {}
 
 
 MIN_IMPORT_SECONDS = 1.0  # an import started with less time left is not tried (nor remembered as a hang)
