@@ -461,7 +461,6 @@ BANK: tuple[Bug, ...] = (
         ((D, EMBED, EMBED.replace("self.pos_embedding(T)", "self.pos_embedding(T)[np.minimum(np.arange(T), 19)]")),),
         expect(logits="failed"),
         {"logits": "the first sub-step that computes differently from GPT-2 on the input it received is embedding"},
-        (),
     ),
     Bug(
         "untied_head",

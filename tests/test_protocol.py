@@ -195,3 +195,23 @@ def test_exported_bytes_are_judged_as_equal_digests_would_judge_them() -> None:
         assert not same_bytes(got, want) and digest(got) != digest(want)
     assert same_bytes(nan.copy(), nan) and digest(nan.copy()) == digest(nan)  # a NaN is its own bits
     assert same_bytes(np.asfortranarray(a), a)  # judged in C order, as the digest is
+
+
+def test_a_malformed_claim_of_where_an_attribute_lies_is_refused() -> None:
+    from grader.grading.loading import Entry, Load, _located
+    from grader.sandbox.protocol import ProtocolError
+
+    class Claimed:
+        def __init__(self, located: object):
+            self.fields = {"located": located}
+
+        def array(self, index: int, what: str) -> np.ndarray:
+            return np.zeros(16, np.uint8)
+
+    load = Load(expected=None, after={"a.b": Entry("array", "<f4", (4,))})
+    assert _located(load, Claimed({"a.b": 0}), [0])["a.b"].shape == (4,)
+    assert _located(load, Claimed({"a.b": 0}), [0])["a.b"].dtype == np.float32
+    assert _located(load, Claimed({"elsewhere": 0}), [0]) == {}  # not an attribute that was read: ignored
+    for located in ("a string", [["a.b", 0]], {"a.b": 1}, {"a.b": -1}, {"a.b": "0"}):
+        with pytest.raises(ProtocolError):
+            _located(load, Claimed(located), [0])

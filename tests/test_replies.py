@@ -249,3 +249,27 @@ def test_a_broken_export_fails_the_tiers_that_use_the_model(
     statuses, replay = _replay(grader, tmp_path / "export", recording, ("shapes", position), BREAKERS[breaker])
     assert replay.broken
     assert all(statuses[t] != "passed" for t in ("embedding", "logits", "generate")), statuses
+
+
+def _claims_rotated(message: dict) -> dict:
+    """Each claim moved to the next attribute whose claimed block has the same size: right sizes, other bytes."""
+    blocks, buffers = message["arrays"], message["buffers"]
+    by_size: dict[int, list[str]] = {}
+    for path, index in message["located"].items():
+        by_size.setdefault(blocks[buffers[index]]["nbytes"], []).append(path)
+    for paths in by_size.values():
+        claims = [message["located"][p] for p in paths]
+        for path, claim in zip(paths, claims[1:] + claims[:1], strict=True):
+            message["located"][path] = claim
+    return message
+
+
+def test_claims_of_where_attributes_lie_moved_to_other_bytes_fail_the_shapes_tier(
+    grader: Grader, recording: list[Recorded], tmp_path: Path
+) -> None:
+    shapes = [r for r in recording if r.tier == "shapes"]
+    position = next(i for i, r in enumerate(shapes) if r.op == "export")
+    assert shapes[position].message.get("located"), "the recorded export claims where its attributes lie"
+    statuses, replay = _replay(grader, tmp_path / "export", recording, ("shapes", position), _claims_rotated)
+    assert replay.broken
+    assert statuses["shapes"] != "passed", statuses
