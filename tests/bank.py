@@ -258,6 +258,35 @@ BANK: tuple[Bug, ...] = (
         ALL_PASS,
     ),
     Bug(
+        "torch_transforms",
+        "keeps HuggingFace's tensors as torch tensors and writes transforms that only work on torch "
+        "(.detach().numpy(), Tensor.split): the mapping tier retries each on a tensor, in the same request",
+        (
+            (
+                P,
+                "    state = {name: t.detach().to(torch.float32).cpu().numpy() for name, t in hf_model.state_dict().items()}\n"
+                "    for hf_name, (target, transform) in get_weight_mapping(hf_model.config.n_layer).items():",
+                "    state = {name: t.detach().to(torch.float32) for name, t in hf_model.state_dict().items()}\n"
+                "    for hf_name, (target, transform) in get_weight_mapping(hf_model.config.n_layer).items():",
+            ),
+            (
+                P,
+                "    state = {name: t.detach().to(torch.float32).cpu().numpy() for name, t in hf_model.state_dict().items()}\n"
+                "    expected: dict[str, np.ndarray] = {}",
+                "    state = {name: t.detach().to(torch.float32) for name, t in hf_model.state_dict().items()}\n"
+                "    expected: dict[str, np.ndarray] = {}",
+            ),
+            (
+                P,
+                '    expected["lm_head.weight"] = state["transformer.wte.weight"]',
+                '    expected["lm_head.weight"] = state["transformer.wte.weight"].numpy()',
+            ),
+            (P, SAME, "        return w.detach().clone().numpy()  # a torch tensor in, an array out"),
+            (P, SPLIT, "        return tuple(part.numpy() for part in w.split(w.shape[-1] // 3, dim=-1))"),
+        ),
+        ALL_PASS,
+    ),
+    Bug(
         "tie_broken",
         "rebinds token_embedding.weight and leaves the tied head on the old array (pitfall 1)",
         ((P, STORE, REBIND), (P, RETIE, "    pass")),

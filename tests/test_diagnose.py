@@ -457,3 +457,29 @@ def test_failure_hint_only_hints_what_the_checkpoint_contradicts() -> None:
 
 def test_failure_hint_does_not_see_768_inside_another_number() -> None:
     assert "768" not in failure_hint("index 50768 is out of bounds for axis 0 with size 50257", "IndexError", SHAPE)
+
+
+def test_a_batch_keeps_gpt2s_float64_weights_once_and_only_within_its_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    from grader import defaults
+    from grader.grading.checkpoints import resolve_model
+    from grader.grading.truth import Expected
+
+    expected = Expected(resolve_model("tiny"))
+    path = "blocks.0.attn.W_Q"
+    assert expected.float64(path) is not expected.float64(path)  # one submission: converted per use, not kept
+    expected.keep_float64 = True
+    kept = expected.float64(path)
+    assert kept is expected.float64(path) and kept.dtype == np.float64
+    assert np.array_equal(kept, expected.attributes[path])
+    monkeypatch.setattr(defaults, "FLOAT64_KEEP_MB", 0)  # a checkpoint too large to keep in float64
+    assert expected.float64("blocks.0.attn.W_K") is not expected.float64("blocks.0.attn.W_K")
+
+
+def test_what_a_tier_derives_from_a_checkpoint_alone_is_made_once_per_key() -> None:
+    from grader.grading.checkpoints import resolve_model
+    from grader.grading.truth import Expected
+
+    expected, made = Expected(resolve_model("tiny")), []
+    first = expected.made(("cases", 1), lambda: made.append(1) or ["case"])
+    assert expected.made(("cases", 1), lambda: made.append(2) or ["other"]) is first and made == [1]
+    assert expected.made(("cases", 2), lambda: made.append(3) or ["other"]) == ["other"] and made == [1, 3]

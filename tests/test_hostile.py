@@ -421,6 +421,21 @@ CASES = [
         says=("importing pretrained.py did not finish",),
     ),
     Case(
+        "endless loop in one transform, on the grader's tensors only",
+        edited(
+            (
+                P,
+                "        return w  # Conv1D is already (in, out): nothing to do",
+                "        while w.shape[-1] == 48:  # the mapping tier's synthetic width, never a checkpoint's\n"
+                "            pass\n"
+                "        return w",
+            )
+        ),
+        expect(mapping="timeout"),
+        options=("--timeout", str(SHORT)),
+        says=("pretrained.py, line 9",),
+    ),
+    Case(
         "endless loop in the forward pass",
         edited((D, FORWARD, "        while True: pass\n" + FORWARD)),
         expect(embedding="passed", logits="timeout", generate="timeout", compare="passed"),

@@ -215,3 +215,25 @@ def test_a_malformed_claim_of_where_an_attribute_lies_is_refused() -> None:
     for located in ("a string", [["a.b", 0]], {"a.b": 1}, {"a.b": -1}, {"a.b": "0"}):
         with pytest.raises(ProtocolError):
             _located(load, Claimed(located), [0])
+
+
+def test_the_results_of_several_calls_are_one_per_call_or_refused() -> None:
+    ok = {"status": "ok", "result": {"t": "int", "v": 3}}
+    raised = {"status": "raised", "error": {"type": "ValueError", "message": "no"}}
+    labels = ["the transform of a", "the transform of b"]
+    done = protocol.call_results([ok, {**ok, "torch": True}], labels)
+    assert [d.result.value for d in done] == [3, 3] and [d.torch for d in done] == [False, True]
+    done = protocol.call_results([raised, ok], labels)
+    assert done[0].raised.type == "ValueError" and done[0].result is None and done[1].raised is None
+    for results in (
+        [ok],  # one result short
+        [ok, ok, ok],  # one too many
+        "not a list",
+        [ok, {"status": "fine", "result": {"t": "none"}}],  # an unknown status
+        [ok, {"status": "ok"}],  # no result
+        [ok, {**ok, "torch": "yes"}],  # a torch flag that is not a bool
+        [ok, {**raised, "torch": True}],  # raised, and yet the torch call worked
+        [ok, {**ok, "extra": 1}],
+    ):
+        with pytest.raises(ProtocolError):
+            protocol.call_results(results, labels)

@@ -129,6 +129,9 @@ class _FakeProcess:
     def request(self, op: str, fields: dict, deadline: float, **kwargs: Any) -> protocol.Reply:
         return self.replay.reply(self.name, op)
 
+    def goodbye(self) -> None:
+        pass
+
     def close(self) -> None:
         self.alive = False
 

@@ -10,6 +10,7 @@ Nothing a submission does raises out of here: every failure becomes a tier's res
 
 from __future__ import annotations
 
+import functools
 import platform
 import resource
 import shutil
@@ -66,6 +67,7 @@ class Expectations:
         primary.warm(*(item.ids for item in self.inputs.logits))
         if diagnosis:
             primary.trace(self.inputs.traced())
+            primary.keep_float64 = True  # converted on first use, then shared by every wrong submission
         if self.roles.get("second"):
             self.checkpoints[self.roles["second"]].warm(self.inputs.second.ids)
         self.checkpoints[self.roles["function"]].warm()
@@ -109,7 +111,10 @@ def start_zygotes(limits: Limits, folder: Path, expectations: Expectations, shar
     }
 
 
+@functools.cache
 def _versions() -> dict[str, str]:
+    """The versions a report names (package metadata is read once per process: a batch asks per student)."""
+
     def version(name: str) -> str:
         try:
             return metadata.version(name)
@@ -327,7 +332,7 @@ def _report(
             "logits_rtol": LOGITS_RTOL,
             "weights_rtol": WEIGHTS_RTOL,
         },
-        versions=_versions(),
+        versions=dict(_versions()),
         limits=config.limits.reported(),
         sandbox=_sandbox_report(session, config.limits),
         execution_time=time.monotonic() - started,

@@ -178,6 +178,10 @@ class Agent:
         self.session.requests += 1
         return reply
 
+    def goodbye(self) -> None:
+        if self.process is not None:
+            self.process.goodbye()
+
     def close(self) -> None:
         if self.process is not None:
             self.process.close()
@@ -362,6 +366,8 @@ class Session:
     # ---------------------------------------------------------------- models the grader fills itself
 
     def close(self) -> None:
+        for agent in (self.torch, self.numpy):
+            agent.goodbye()  # both end at once: each frees a model's memory on its way out
         for agent in (self.torch, self.numpy):
             agent.close()
         for load in self.loads.values():

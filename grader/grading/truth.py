@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Callable
 from functools import cached_property
 from typing import Any
 
@@ -17,6 +18,7 @@ import numpy as np
 
 from lab04_checks.contract import attribute_paths, logits_tolerance
 
+from .. import defaults
 from . import answers, oracle
 from .checkpoints import ModelSource, read_state
 from .diagnose import CandidateIndex
@@ -39,7 +41,11 @@ class Expected:
         self.name = source.name
         self._logits: dict[bytes, np.ndarray] = {}
         self._traces: dict[bytes, tuple[np.ndarray, oracle.Trace]] = {}
+        self._made: dict[tuple, Any] = {}
+        self._float64: dict[str, np.ndarray] = {}
+        self.keep_float64 = False  # a batch keeps them: each wrong submission's diagnosis asks again
         self._lock = threading.Lock()
+        self._making = threading.Lock()  # apart: what is made may ask for logits, which take _lock
 
     @cached_property
     def state(self) -> dict[str, np.ndarray]:
@@ -109,6 +115,22 @@ class Expected:
             with self._lock:
                 self._traces[key] = (logits, trace)
         return logits, trace
+
+    def float64(self, path: str) -> np.ndarray:
+        """The expected array of ``path`` in float64 (kept when ``keep_float64``: 8 bytes a parameter)."""
+        if not self.keep_float64 or 8 * self.shape.parameters > defaults.FLOAT64_KEEP_MB << 20:
+            return self.attributes[path].astype(np.float64)
+        with self._making:
+            if path not in self._float64:
+                self._float64[path] = self.attributes[path].astype(np.float64)
+            return self._float64[path]
+
+    def made(self, key: tuple, make: Callable[[], Any]) -> Any:
+        """``make()``, once per ``key``: what a tier derives from this checkpoint alone, whatever the student."""
+        with self._making:
+            if key not in self._made:
+                self._made[key] = make()
+            return self._made[key]
 
     def warm(self, *ids: np.ndarray) -> None:
         """Compute now what grading will need (a batch does it once, before its jobs start)."""

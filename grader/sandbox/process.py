@@ -64,6 +64,7 @@ class StudentProcess:
         self.starts = 0
         self.startup_seconds = 0.0
         self.peak_rss_bytes = 0
+        self._asked_to_end = False
         self._next_id = 0
         self.exit_call: dict[str, Any] | None = None
 
@@ -217,15 +218,24 @@ class StudentProcess:
             if remaining <= 0 or not _readable(self.status_fd, remaining):
                 return None
 
+    def goodbye(self) -> bool:
+        """Ask the process to end (it frees its memory meanwhile); True when it was asked."""
+        if self.sock is None or not self.ready:
+            return False
+        self._note_peak()
+        try:
+            self.sock.send(protocol.encode({"id": 0, "op": "bye"}))
+        except OSError:
+            pass
+        self.ready = False  # asked once: close() waits for it, then kills whatever is left
+        self._asked_to_end = True
+        return True
+
     def close(self) -> None:
-        """Say goodbye, then make sure nothing is left."""
-        if self.sock is not None and self.ready:
-            self._note_peak()
-            try:
-                self.sock.send(protocol.encode({"id": 0, "op": "bye"}))
-            except OSError:
-                pass
+        """Say goodbye (unless ``goodbye`` did), wait for the end, then make sure nothing is left."""
+        if self.goodbye() or self._asked_to_end:
             self._await_status(2.0)
+        self._asked_to_end = False
         if self.sock is not None:
             self.kill()
 

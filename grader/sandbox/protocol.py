@@ -38,7 +38,22 @@ MAX_DIMS = 8
 ALLOWED_DTYPES = frozenset(
     np.dtype(t).str for t in ("f2", "f4", "f8", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "b1", "c8", "c16")
 )
-OPS = ("import", "new", "call", "read", "set", "export", "adopt", "clone", "hf", "tokenizer", "trace", "release", "bye")
+OPS = (
+    "import",
+    "new",
+    "call",
+    "calls",
+    "read",
+    "set",
+    "export",
+    "adopt",
+    "clone",
+    "hf",
+    "tokenizer",
+    "trace",
+    "release",
+    "bye",
+)
 DESC_KINDS = ("none", "bool", "int", "float", "str", "array", "tensor", "tuple", "list", "dict", "callable", "object")
 F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_WRITE = 1, 2, 4, 8
 F_ADD_SEALS = 1033
@@ -320,6 +335,37 @@ def raised(value: Any, function: str) -> Raised:
     )
 
 
+@dataclass(frozen=True)
+class CallResult:
+    """One call of a ``calls`` request: what it returned, or what it raised; ``torch`` when only a torch
+    tensor worked."""
+
+    result: Desc | None = None
+    raised: Raised | None = None
+    torch: bool = False
+
+
+def call_results(value: Any, labels: list[str]) -> list[CallResult]:
+    """The results of a ``calls`` reply: exactly one per call asked, in order."""
+    items = sequence(value, "the calls' results", len(labels))
+    if len(items) != len(labels):
+        raise ProtocolError(f"{len(items)} results for {len(labels)} calls")
+    out = []
+    for item, label in zip(items, labels, strict=True):
+        item = mapping(item, f"the result of {label}", 4)
+        only_keys(item, {"status", "result", "torch", "error"}, f"the result of {label}")
+        status, torch = item.get("status"), item.get("torch", False)
+        if not isinstance(torch, bool):
+            raise ProtocolError(f"the result of {label}: a torch flag that is not a bool")
+        if status == "ok":
+            out.append(CallResult(result=desc(item.get("result"), label), torch=torch))
+        elif status == "raised" and not torch:
+            out.append(CallResult(raised=raised(item.get("error"), label)))
+        else:
+            raise ProtocolError(f"the result of {label} has status {clean(status, 20)!r}")
+    return out
+
+
 # ---------------------------------------------------------------- bulk data (memfds)
 
 
@@ -470,6 +516,7 @@ REPLY_FIELDS: dict[str, set[str]] = {
     "import": {"functions", "cells", "model_class"},
     "new": {"result"},
     "call": {"result"},
+    "calls": {"results"},
     "read": {"values", "dotted"},
     "set": {"set"},
     "export": {"torch_paths", "blob", "buffers", "nbytes", "located"},
@@ -484,6 +531,7 @@ REQUIRED_FIELDS: dict[str, tuple[set[str], ...]] = {  # each set: one of its fie
     "import": ({"functions"},),
     "new": ({"result"},),
     "call": ({"result"},),
+    "calls": ({"results"},),
     "read": ({"values"},),
     "set": ({"set"},),
     "export": ({"blob", "torch_paths"},),

@@ -9,7 +9,7 @@ When the signature takes ``atol``, a generous one must turn the near miss into a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -40,6 +40,13 @@ class Case:
     weights: dict[str, np.ndarray]
     text: str
     atol: float | None = None
+    # What the grader knows before any student runs (the same for every student of a run; made once):
+    ids: np.ndarray = field(default_factory=lambda: np.zeros((1, 0), np.int64))
+    ours: np.ndarray = field(default_factory=lambda: np.zeros(0))  # the case's logits, float64
+    theirs: np.ndarray = field(default_factory=lambda: np.zeros(0))  # GPT-2's
+    true: float = 0.0  # max |ours - theirs|
+    noise: float = 0.0  # float32 noise at these logits
+    digests: dict[str, str] = field(default_factory=dict)  # of the case's weights, to see a model changed
 
     def should_match(self, true: float, noise: float) -> bool | None:
         """The verdict the case demands; None when it is too close to the tolerance to judge."""
@@ -112,14 +119,15 @@ def run(session: Session, deadline: Deadline) -> Verdict:
         return missing_function(session, "compare_outputs")
     signature = imported.functions["compare_outputs"]
     default_atol = signature.default("atol") if signature else None
-    rng = session.inputs.rng(5)
-    cases = _cases(session, rng, with_atol=signature is not None and signature.accepts("atol"))
+    with_atol = signature is not None and signature.accepts("atol")
+    key = ("compare cases", session.inputs.rng_seed, tuple(session.inputs.texts), with_atol)
+    cases, order = session.expected("function").made(key, lambda: _cases(session, with_atol))
     hf_model, tokenizer = harness.ready(session, deadline)
     lines: list[str] = []
     raised: list[str] = []
     facts = {"cases": [], "default_atol": default_atol, "harness_class": harness.model_class(session, deadline)}
     mistakes: list[tuple[str, str]] = []
-    for index in rng.permutation(len(cases)):  # in an order the student cannot predict
+    for index in order:  # in an order the student cannot predict
         line, mistake = _judge_case(session, cases[index], hf_model, tokenizer, deadline, facts, raised)
         lines += [line] if line else []
         mistakes += [mistake] if mistake else []
@@ -142,9 +150,12 @@ def run(session: Session, deadline: Deadline) -> Verdict:
     )
 
 
-def _cases(session: Session, rng: np.random.Generator, with_atol: bool) -> list[Case]:
-    """A matching model, a near and a far miss; with an ``atol`` parameter, two cases that set it."""
-    truth = session.expected("function").attributes
+def _cases(session: Session, with_atol: bool) -> tuple[list[Case], list[int]]:
+    """A matching model, a near and a far miss; with an ``atol`` parameter, two cases that set it; the
+    order they are asked in. Each with its true difference: none of it depends on the student."""
+    expected = session.expected("function")
+    truth = expected.attributes
+    rng = session.inputs.rng(5)
     texts = session.inputs.texts
     near = near_miss(truth, rng, defaults.NEAR_MISS)
     cases = [
@@ -160,7 +171,14 @@ def _cases(session: Session, rng: np.random.Generator, with_atol: bool) -> list[
                 f"a close miss (logits off by {CLOSE_MISS:g}) with atol={COURSE_ATOL:g}", close, texts[1], COURSE_ATOL
             ),
         ]
-    return cases
+    for case in cases:
+        case.ids = np.asarray([expected.encode(case.text)], dtype=np.int64)
+        case.ours = oracle.forward(case.weights, case.ids, expected.shape.num_heads)
+        case.theirs = expected.logits(case.ids)
+        case.true = float(np.max(np.abs(case.ours - case.theirs)))
+        case.noise = logits_tolerance(float(np.max(np.abs(case.theirs))))
+        case.digests = {path: digest(array) for path, array in case.weights.items()}
+    return cases, [int(i) for i in rng.permutation(len(cases))]
 
 
 def _judge_case(
@@ -168,11 +186,7 @@ def _judge_case(
 ) -> tuple[str, tuple[str, str] | None]:
     """One case: the student's (match, max_diff) against the true difference; a problem line and a mistake."""
     expected = session.expected("function")
-    ids = np.asarray([expected.encode(case.text)], dtype=np.int64)
-    ours = oracle.forward(case.weights, ids, expected.shape.num_heads)
-    theirs = expected.logits(ids)
-    true = float(np.max(np.abs(ours - theirs)))
-    noise = logits_tolerance(float(np.max(np.abs(theirs))))
+    ours, theirs, true, noise = case.ours, case.theirs, case.true, case.noise
     handle = harness.model(session, case.weights, deadline)
     reply = _ask(session, case, [handle, hf_model, tokenizer], deadline)
     head = f"on {case.label} ({case.text!r})"
@@ -193,7 +207,7 @@ def _judge_case(
             "it must return (a bool, a float)"
         ), None
     said = f"{head}, compare_outputs returned ({match}, {number:.3g})"
-    changed = _changed(session, handle, case.weights, deadline)
+    changed = _changed(session, handle, case.digests, deadline)
     if changed:
         return (
             f"{said}, and it changed the model it was asked to judge ({changed}): it must only run "
@@ -242,11 +256,11 @@ def _wrong_match(said: str, case: Case, should: bool, true: float) -> tuple[str,
     ), ("too_loose", "compare_outputs' tolerance is too loose")
 
 
-def _changed(session: Session, handle: int, weights: dict[str, np.ndarray], deadline: Deadline) -> str:
+def _changed(session: Session, handle: int, digests: dict[str, str], deadline: Deadline) -> str:
     """Which attributes of a model the grader built differ after the student's function ran."""
-    paths = list(weights)
+    paths = list(digests)
     entries, _ = loading.read(session.torch, handle, paths, deadline, "reading a model after your function")
-    changed = [p for p in paths if entries[p].digest != digest(weights[p])]
+    changed = [p for p in paths if entries[p].digest != digests[p]]
     return ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "") if changed else ""
 
 

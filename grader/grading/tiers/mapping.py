@@ -73,37 +73,45 @@ def _entries(value: Desc, call: str) -> tuple[dict[str, Entry], dict[str, int], 
     return entries, handles, ""
 
 
-def _apply(session: Session, key: str, handle: int, tensor: np.ndarray, deadline: Deadline) -> Entry:
-    """Run one transform on a synthetic tensor (as NumPy; as a torch tensor if NumPy fails)."""
-    entry = Entry()
-    label = f"the transform of {key}"
-    budget = 4 * tensor.nbytes + (1 << 16)
+def _apply_all(
+    session: Session, handles: dict[str, int], state: dict[str, np.ndarray], deadline: Deadline, call: str
+) -> dict[str, Entry]:
+    """Run each transform on its synthetic tensor (as NumPy; as a torch tensor if NumPy fails), all in one
+    request: a transform that hangs or crashes the process fails the tier either way, and the stack
+    dump names its line."""
+    keys = [key for key in handles if key in state]
+    if not keys:
+        return {}
+    labels = [f"the transform of {key}" for key in keys]
+    calls = [{"fn": handles[key], "input": n, "label": labels[n]} for n, key in enumerate(keys)]
+    tensors = [state[key] for key in keys]
+    what = f"the transforms of {call}"
     reply = session.torch.try_ask(
-        "call", {"fn": handle, "args": [{"a": 0}], "label": label}, deadline, label, inputs=[tensor], budget=budget
+        "calls",
+        {"calls": calls, "label": what},
+        deadline,
+        what,
+        inputs=tensors,
+        budget=sum(4 * t.nbytes + (1 << 16) for t in tensors),
     )
-    if reply.status == "raised":
-        retry = session.torch.try_ask(
-            "call",
-            {"fn": handle, "args": [{"torch": 0}], "label": label},
-            deadline,
-            label,
-            inputs=[tensor],
-            budget=budget,
-        )
-        if retry.ok:
-            reply, entry.torch_only = retry, True
     if reply.status in ("timeout", "crashed"):
-        raise Stop(from_reply_failure(session, reply, label))
-    if not reply.ok:
-        entry.error = reply.raised.summary() if reply.raised else reply.detail
-        return entry
-    result = protocol.desc(reply.fields.get("result"), label)
-    items = list(result.items) if result.kind in ("tuple", "list") else [result]
-    entry.single = result.kind not in ("tuple", "list")
-    for item in items:
-        arrays, problem = arrays_of(reply, item, "the result")
-        entry.outputs.append(arrays[0] if arrays else problem or "is missing")
-    return entry
+        raise Stop(from_reply_failure(session, reply, what))
+    if not reply.ok:  # no transform's result came back: none is right
+        detail = reply.raised.summary() if reply.raised else reply.detail
+        return {key: Entry(error=f"{what}: {detail}") for key in keys}
+    entries = {}
+    results = protocol.call_results(reply.fields.get("results"), labels)
+    for key, label, done in zip(keys, labels, results, strict=True):
+        entry = entries[key] = Entry(torch_only=done.torch)
+        if done.raised is not None:
+            entry.error = done.raised.summary()
+            continue
+        items = list(done.result.items) if done.result.kind in ("tuple", "list") else [done.result]
+        entry.single = done.result.kind not in ("tuple", "list")
+        for item in items:
+            arrays, problem = arrays_of(reply, item, f"the result of {label}")
+            entry.outputs.append(arrays[0] if arrays else problem or "is missing")
+    return entries
 
 
 def from_reply_failure(session: Session, reply: Any, label: str) -> Any:
@@ -134,13 +142,11 @@ def run(session: Session, deadline: Deadline) -> Verdict:
             continue
         full = num_layers in inputs.mapping_layers
         state = synthetic_state(synthetic_shape(num_layers), inputs.rng_seed + num_layers) if full else {}
-        for key, handle in handles.items():
-            if key in state:
-                applied = _apply(session, key, handle, state[key], deadline)
-                entries[key].outputs, entries[key].error = applied.outputs, applied.error
-                entries[key].torch_only = applied.torch_only
-                if entries[key].outputs:
-                    entries[key].single = entries[key].single and applied.single
+        for key, applied in _apply_all(session, handles, state, deadline, call).items():
+            entries[key].outputs, entries[key].error = applied.outputs, applied.error
+            entries[key].torch_only = applied.torch_only
+            if entries[key].outputs:
+                entries[key].single = entries[key].single and applied.single
         layer_problems, layer_errors, findings = check_layers(num_layers, entries, state)
         problems += layer_problems
         errors += layer_errors

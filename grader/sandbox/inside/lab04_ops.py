@@ -142,6 +142,27 @@ def op_call(agent: Agent, request: dict, inputs: Inputs, results: Results) -> di
     return {"result": agent.describe(result, results if request.get("arrays", True) else None)}
 
 
+def op_calls(agent: Agent, request: dict, inputs: Inputs, results: Results) -> dict:
+    """Handles called in turn on one input each (a mapping's transforms): on the NumPy array, and, when
+    that raises, on it as a torch tensor. One reply for them all; each says how its call went."""
+    out = []
+    for call in request.get("calls", []):
+        fn, label, index = agent.get(call["fn"]), str(call.get("label", "")), call["input"]
+        try:
+            out.append({"status": "ok", "result": _described(agent, label, fn, {"a": index}, inputs, results)})
+        except StudentError as exc:
+            try:
+                result = _described(agent, label, fn, {"torch": index}, inputs, results)
+                out.append({"status": "ok", "torch": True, "result": result})
+            except StudentError:
+                out.append({"status": "raised", "error": exc.record})  # what the NumPy call raised
+    return {"results": out}
+
+
+def _described(agent: Agent, label: str, fn: Any, argument: dict, inputs: Inputs, results: Results) -> Any:
+    return agent.describe(agent.run_student(label, fn, agent.argument(argument, inputs)), results)
+
+
 def op_read(agent: Agent, request: dict, inputs: Inputs, results: Results) -> dict:
     """For each dotted path: what lives there, its digest, and the whole array when asked."""
     obj = agent.get(request["h"])
@@ -337,6 +358,7 @@ OPS: dict[str, Operation] = {
     "import": op_import,
     "new": op_new,
     "call": op_call,
+    "calls": op_calls,
     "read": op_read,
     "set": op_set,
     "export": op_export,
