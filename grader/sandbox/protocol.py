@@ -3,8 +3,8 @@
 The grader talks to the agent in a student process (``inside/lab04_agent.py``) with JSON
 datagrams on a SOCK_SEQPACKET socket; bulk arrays travel in memfds the grader creates,
 sizes and seals. This module is the single description of those messages (like an
-nsjail config): what the grader may send (``Request``), what it accepts back
-(``parse_reply`` and the types below), and how bulk data is read. Nothing from the
+nsjail config): the operations the grader may ask for (``OPS``), what it accepts back
+(``parse_reply``, ``call_results`` and the types below), and how bulk data is read. Nothing from the
 student process is used before it has passed through here: sizes, nesting, counts,
 types, names and strings are all checked, and a reply that is missing, partial,
 oversized or malformed becomes a ``ProtocolError``, which fails the check it was for.
