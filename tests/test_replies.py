@@ -176,11 +176,13 @@ def _empty(message: dict) -> dict:
 
 def _partial(message: dict) -> dict:
     """The reply with half of its main field's entries gone (or the field itself, when it is not a container)."""
-    for key in ("values", "functions", "result", "set", "steps", "blob", "model", "tokenizer"):
+    for key in ("values", "functions", "result", "results", "set", "steps", "blob", "model", "tokenizer"):
         if key in message:
             value = message[key]
             if isinstance(value, dict) and len(value) > 1:
                 message[key] = dict(list(value.items())[: len(value) // 2])
+            elif key == "results" and isinstance(value, list) and len(value) > 1:
+                message[key] = value[: len(value) // 2]  # fewer results than calls
             elif isinstance(value, dict) and "items" in value and len(value["items"]) > 0:
                 value["items"] = value["items"][: len(value["items"]) // 2]
                 value["len"] = len(value["items"])
@@ -197,7 +199,7 @@ def _oversized(message: dict) -> dict:
 
 
 def _wrong_type(message: dict) -> dict:
-    for key in ("values", "functions", "result", "set", "steps", "blob", "model", "tokenizer"):
+    for key in ("values", "functions", "result", "results", "set", "steps", "blob", "model", "tokenizer"):
         if key in message:
             message[key] = "a string where a structure belongs"
             return message
