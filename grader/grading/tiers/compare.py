@@ -9,7 +9,7 @@ When the signature takes ``atol``, a generous one must turn the near miss into a
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -21,7 +21,7 @@ from ...sandbox.protocol import Desc
 from .. import harness, loading, oracle
 from ..outcome import Deadline, Failure, Stop, failure_of
 from ..session import Session
-from ..truth import digest
+from ..truth import Expected, digest
 from .base import Verdict, conclude, missing_function
 
 NAME = "compare"
@@ -40,13 +40,6 @@ class Case:
     weights: dict[str, np.ndarray]
     text: str
     atol: float | None = None
-    # What the grader knows before any student runs (the same for every student of a run; made once):
-    ids: np.ndarray = field(default_factory=lambda: np.zeros((1, 0), np.int64))
-    ours: np.ndarray = field(default_factory=lambda: np.zeros(0))  # the case's logits, float64
-    theirs: np.ndarray = field(default_factory=lambda: np.zeros(0))  # GPT-2's
-    true: float = 0.0  # max |ours - theirs|
-    noise: float = 0.0  # float32 noise at these logits
-    digests: dict[str, str] = field(default_factory=dict)  # of the case's weights, to see a model changed
 
     def should_match(self, true: float, noise: float) -> bool | None:
         """The verdict the case demands; None when it is too close to the tolerance to judge."""
@@ -55,6 +48,29 @@ class Case:
         if true <= NOISE * noise:
             return True
         return False if true >= 0.5 * defaults.NEAR_MISS else None
+
+
+@dataclass(frozen=True)
+class Known:
+    """What the grader knows of a case before any student runs: the same for every student of a run."""
+
+    ours: np.ndarray  # the case's logits, float64
+    theirs: np.ndarray  # GPT-2's
+    true: float  # max |ours - theirs|
+    noise: float  # float32 noise at these logits
+    digests: dict[str, str]  # of the case's weights, to see that a student changed the model
+
+
+def _known(case: Case, expected: Expected) -> Known:
+    ids = np.asarray([expected.encode(case.text)], dtype=np.int64)
+    ours, theirs = oracle.forward(case.weights, ids, expected.shape.num_heads), expected.logits(ids)
+    return Known(
+        ours,
+        theirs,
+        float(np.max(np.abs(ours - theirs))),
+        logits_tolerance(float(np.max(np.abs(theirs)))),
+        {path: digest(array) for path, array in case.weights.items()},
+    )
 
 
 def near_miss(weights: dict[str, np.ndarray], rng: np.random.Generator, size: float) -> dict[str, np.ndarray]:
@@ -128,7 +144,7 @@ def run(session: Session, deadline: Deadline) -> Verdict:
     facts = {"cases": [], "default_atol": default_atol, "harness_class": harness.model_class(session, deadline)}
     mistakes: list[tuple[str, str]] = []
     for index in order:  # in an order the student cannot predict
-        line, mistake = _judge_case(session, cases[index], hf_model, tokenizer, deadline, facts, raised)
+        line, mistake = _judge_case(session, *cases[index], hf_model, tokenizer, deadline, facts, raised)
         lines += [line] if line else []
         mistakes += [mistake] if mistake else []
     if isinstance(default_atol, (int, float)) and default_atol >= defaults.NEAR_MISS:
@@ -150,7 +166,7 @@ def run(session: Session, deadline: Deadline) -> Verdict:
     )
 
 
-def _cases(session: Session, with_atol: bool) -> tuple[list[Case], list[int]]:
+def _cases(session: Session, with_atol: bool) -> tuple[list[tuple[Case, Known]], list[int]]:
     """A matching model, a near and a far miss; with an ``atol`` parameter, two cases that set it; the
     order they are asked in. Each with its true difference: none of it depends on the student."""
     expected = session.expected("function")
@@ -171,22 +187,22 @@ def _cases(session: Session, with_atol: bool) -> tuple[list[Case], list[int]]:
                 f"a close miss (logits off by {CLOSE_MISS:g}) with atol={COURSE_ATOL:g}", close, texts[1], COURSE_ATOL
             ),
         ]
-    for case in cases:
-        case.ids = np.asarray([expected.encode(case.text)], dtype=np.int64)
-        case.ours = oracle.forward(case.weights, case.ids, expected.shape.num_heads)
-        case.theirs = expected.logits(case.ids)
-        case.true = float(np.max(np.abs(case.ours - case.theirs)))
-        case.noise = logits_tolerance(float(np.max(np.abs(case.theirs))))
-        case.digests = {path: digest(array) for path, array in case.weights.items()}
-    return cases, [int(i) for i in rng.permutation(len(cases))]
+    return [(case, _known(case, expected)) for case in cases], [int(i) for i in rng.permutation(len(cases))]
 
 
 def _judge_case(
-    session: Session, case: Case, hf_model: int, tokenizer: int, deadline: Deadline, facts: dict, raised: list[str]
+    session: Session,
+    case: Case,
+    known: Known,
+    hf_model: int,
+    tokenizer: int,
+    deadline: Deadline,
+    facts: dict,
+    raised: list[str],
 ) -> tuple[str, tuple[str, str] | None]:
     """One case: the student's (match, max_diff) against the true difference; a problem line and a mistake."""
     expected = session.expected("function")
-    ours, theirs, true, noise = case.ours, case.theirs, case.true, case.noise
+    ours, theirs, true, noise = known.ours, known.theirs, known.true, known.noise
     handle = harness.model(session, case.weights, deadline)
     reply = _ask(session, case, [handle, hf_model, tokenizer], deadline)
     head = f"on {case.label} ({case.text!r})"
@@ -207,7 +223,7 @@ def _judge_case(
             "it must return (a bool, a float)"
         ), None
     said = f"{head}, compare_outputs returned ({match}, {number:.3g})"
-    changed = _changed(session, handle, case.digests, deadline)
+    changed = _changed(session, handle, known.digests, deadline)
     if changed:
         return (
             f"{said}, and it changed the model it was asked to judge ({changed}): it must only run "

@@ -74,44 +74,45 @@ def _entries(value: Desc, call: str) -> tuple[dict[str, Entry], dict[str, int], 
 
 
 def _apply_all(
-    session: Session, handles: dict[str, int], state: dict[str, np.ndarray], deadline: Deadline, call: str
-) -> dict[str, Entry]:
+    session: Session,
+    entries: dict[str, Entry],
+    handles: dict[str, int],
+    state: dict[str, np.ndarray],
+    deadline: Deadline,
+    call: str,
+) -> None:
     """Run each transform on its synthetic tensor (as NumPy; as a torch tensor if NumPy fails), all in one
-    request: a transform that hangs or crashes the process fails the tier either way, and the stack
-    dump names its line."""
+    request, and note what each gave in its entry: a transform that hangs or crashes the process fails the
+    tier either way, and the stack dump names its line."""
     keys = [key for key in handles if key in state]
     if not keys:
-        return {}
+        return
     labels = [f"the transform of {key}" for key in keys]
     calls = [{"fn": handles[key], "input": n, "label": labels[n]} for n, key in enumerate(keys)]
     tensors = [state[key] for key in keys]
     what = f"the transforms of {call}"
-    reply = session.torch.try_ask(
-        "calls",
-        {"calls": calls, "label": what},
-        deadline,
-        what,
-        inputs=tensors,
-        budget=sum(4 * t.nbytes + (1 << 16) for t in tensors),
-    )
+    budget = sum(4 * t.nbytes + (1 << 16) for t in tensors)
+    reply = session.torch.try_ask("calls", {"calls": calls}, deadline, what, inputs=tensors, budget=budget)
     if reply.status in ("timeout", "crashed"):
         raise Stop(from_reply_failure(session, reply, what))
     if not reply.ok:  # no transform's result came back: none is right
         detail = reply.raised.summary() if reply.raised else reply.detail
-        return {key: Entry(error=f"{what}: {detail}") for key in keys}
-    entries = {}
+        for key in keys:
+            entries[key].error = f"{what}: {detail}"
+        return
     results = protocol.call_results(reply.fields.get("results"), labels)
     for key, label, done in zip(keys, labels, results, strict=True):
-        entry = entries[key] = Entry(torch_only=done.torch)
+        entry = entries[key]
+        entry.torch_only = done.torch
         if done.raised is not None:
             entry.error = done.raised.summary()
             continue
         items = list(done.result.items) if done.result.kind in ("tuple", "list") else [done.result]
-        entry.single = done.result.kind not in ("tuple", "list")
         for item in items:
             arrays, problem = arrays_of(reply, item, f"the result of {label}")
             entry.outputs.append(arrays[0] if arrays else problem or "is missing")
-    return entries
+        if entry.outputs:
+            entry.single = entry.single and done.result.kind not in ("tuple", "list")
 
 
 def from_reply_failure(session: Session, reply: Any, label: str) -> Any:
@@ -142,11 +143,7 @@ def run(session: Session, deadline: Deadline) -> Verdict:
             continue
         full = num_layers in inputs.mapping_layers
         state = synthetic_state(synthetic_shape(num_layers), inputs.rng_seed + num_layers) if full else {}
-        for key, applied in _apply_all(session, handles, state, deadline, call).items():
-            entries[key].outputs, entries[key].error = applied.outputs, applied.error
-            entries[key].torch_only = applied.torch_only
-            if entries[key].outputs:
-                entries[key].single = entries[key].single and applied.single
+        _apply_all(session, entries, handles, state, deadline, call)
         layer_problems, layer_errors, findings = check_layers(num_layers, entries, state)
         problems += layer_problems
         errors += layer_errors
