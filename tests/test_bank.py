@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -71,3 +74,33 @@ def test_a_model_larger_than_the_file_limit_still_reaches_the_torch_free_process
     )
     report = grade(config)
     assert set(statuses(report).values()) == {"passed"}, [t.detail for t in report.tiers]
+
+
+def _open_memory_files() -> list[str]:
+    """The grader's own descriptors of memfds made for student processes (results, exported models)."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("/memfd:lab04"):
+            found.append(target)
+    return found
+
+
+def test_grading_leaves_no_memory_file_open(tmp_path: Path, grader: Grader) -> None:
+    """Every memfd a grading opens here is closed after it: the exported models (let go of in the background)
+    and the export's memfd made ahead, also when the loader raised before it could be used."""
+    raising = reference_files()
+    raising["pretrained.py"] = raising["pretrained.py"].replace(
+        '    """Fill ``your_model`` in place', '    raise RuntimeError("not today")\n    """Fill ``your_model`` in place'
+    )
+    for name, files in (("reference", reference_files()), ("raising", raising)):
+        report = grader(make_submission(tmp_path / name, files))
+        assert statuses(report)["shapes"] == ("passed" if name == "reference" else "error"), name
+    deadline = time.monotonic() + 10
+    while _open_memory_files() and time.monotonic() < deadline:
+        gc.collect()
+        time.sleep(0.05)
+    assert not _open_memory_files()

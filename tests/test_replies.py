@@ -9,6 +9,7 @@ The unbroken replay passes every tier, so each case can fail.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -22,7 +23,7 @@ import pytest
 from conftest import SEED, Grader, make_submission, reference_files
 
 from grader.grading import engine, session
-from grader.grading.tiers import TIER_NAMES
+from grader.grading.tiers import ALONE, LANES, TIER_NAMES
 from grader.sandbox import process, protocol
 
 _where = threading.local()
@@ -37,10 +38,33 @@ class Recorded:
     data: bytes
 
 
+IMPORT = "import"  # the engine's own step before the tiers; a broken reply there is the first tier's verdict
+
+
+@contextlib.contextmanager
+def _tagged() -> Iterator[None]:
+    """Tag every request with the tier that makes it (or IMPORT), in whatever thread it runs."""
+    real_run_tier, real_import = engine._run_tier, engine._import_first
+
+    def run_tier(tier: Any, *args: Any) -> Any:
+        _where.tier = tier.NAME
+        return real_run_tier(tier, *args)
+
+    def import_first(*args: Any) -> Any:
+        _where.tier = IMPORT
+        return real_import(*args)
+
+    engine._run_tier, engine._import_first = run_tier, import_first
+    try:
+        yield
+    finally:
+        engine._run_tier, engine._import_first = real_run_tier, real_import
+
+
 def _record(grader: Grader, folder: Path) -> list[Recorded]:
     """Grade the reference for real and keep every reply, tagged with the tier that asked."""
     recorded: list[Recorded] = []
-    real_parse, real_request, real_run_tier = protocol.parse_reply, process.StudentProcess.request, engine._run_tier
+    real_parse, real_request = protocol.parse_reply, process.StudentProcess.request
 
     def parse(op: str, message: dict, fd: int) -> protocol.Reply:
         blocks = message.get("arrays") or []
@@ -55,15 +79,12 @@ def _record(grader: Grader, folder: Path) -> list[Recorded]:
         _where.flavour = self.name
         return real_request(self, *args, **kwargs)
 
-    def run_tier(tier: Any, *args: Any) -> Any:
-        _where.tier = tier.NAME
-        return real_run_tier(tier, *args)
-
-    protocol.parse_reply, process.StudentProcess.request, engine._run_tier = parse, request, run_tier
+    protocol.parse_reply, process.StudentProcess.request = parse, request
     try:
-        report = grader(make_submission(folder, reference_files(True)))
+        with _tagged():
+            report = grader(make_submission(folder, reference_files(True)))
     finally:
-        protocol.parse_reply, process.StudentProcess.request, engine._run_tier = real_parse, real_request, real_run_tier
+        protocol.parse_reply, process.StudentProcess.request = real_parse, real_request
     assert report.score == 100
     return recorded
 
@@ -147,13 +168,8 @@ def _replay(
     breaker: Callable[[dict], Any] = lambda m: m,
 ) -> tuple[dict[str, str], Replay]:
     replay = Replay(recorded, target, breaker)
-    real_process, real_run_tier = session.StudentProcess, engine._run_tier
-
-    def run_tier(tier: Any, *args: Any) -> Any:
-        _where.tier = tier.NAME
-        return real_run_tier(tier, *args)
-
-    session.StudentProcess, engine._run_tier = replay.process, run_tier
+    real_process = session.StudentProcess
+    session.StudentProcess = replay.process
     try:
         config = replace(
             grader.config,
@@ -161,9 +177,10 @@ def _replay(
             out=folder.parent / "r.json",
             seed=SEED,
         )
-        report = engine.grade(config, expectations=grader.expectations, zygotes={"torch": None, "numpy": None})
+        with _tagged():
+            report = engine.grade(config, expectations=grader.expectations, zygotes={"torch": None, "numpy": None})
     finally:
-        session.StudentProcess, engine._run_tier = real_process, real_run_tier
+        session.StudentProcess = real_process
     return {t.name: t.status for t in report.tiers}, replay
 
 
@@ -211,10 +228,9 @@ BREAKERS = {"empty": _empty, "partial": _partial, "oversized": _oversized, "wron
 
 
 def _targets(recorded: list[Recorded]) -> Iterator[tuple[str, int, str]]:
-    """For each tier, the first reply of each kind of request it made: (tier, index within the tier, op).
-
-    Each tier talks to one student process, so an index within the tier names one reply."""
-    for tier in TIER_NAMES:
+    """For each tier (and the import), the first reply of each kind of request it made: (tier, index within the
+    tier, op). Each tier talks to one student process, so an index within the tier names one reply."""
+    for tier in (IMPORT, *TIER_NAMES):
         mine = [item for item in recorded if item.tier == tier]
         assert len({item.flavour for item in mine}) <= 1, tier
         # The export is the next tiers' model; the shapes tier falls back to digests without it (a request the
@@ -232,6 +248,14 @@ def test_the_replay_passes_every_tier(grader: Grader, recording: list[Recorded],
     assert {r.tier for r in recording} >= set(TIER_NAMES)
 
 
+def test_every_tier_runs_once_alone_or_in_the_lane_of_the_process_it_talks_to(recording: list[Recorded]) -> None:
+    planned = [ALONE, *(t for lane in LANES.values() for t in lane)]
+    assert sorted(t.NAME for t in planned) == sorted(TIER_NAMES)
+    for flavour, lane in LANES.items():
+        for t in lane:
+            assert {r.flavour for r in recording if r.tier == t.NAME} == {flavour}, t.NAME
+
+
 @pytest.mark.parametrize("breaker", list(BREAKERS))
 def test_a_broken_reply_fails_its_tier(breaker: str, grader: Grader, recording: list[Recorded], tmp_path: Path) -> None:
     failures = []
@@ -241,7 +265,7 @@ def test_a_broken_reply_fails_its_tier(breaker: str, grader: Grader, recording: 
         if not replay.broken:
             continue
         checked += 1
-        if statuses[tier] == "passed":
+        if statuses[TIER_NAMES[0] if tier == IMPORT else tier] == "passed":
             failures.append(f"{tier}: the {breaker} reply to {op} still passed")
     assert checked >= len(TIER_NAMES), checked
     assert not failures, failures

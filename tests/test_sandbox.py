@@ -24,7 +24,7 @@ from grader.errors import SandboxError
 from grader.grading.checkpoints import BUILTIN
 from grader.sandbox.limits import Limits
 from grader.sandbox.plan import build_plan, python_paths
-from grader.sandbox.process import StudentProcess
+from grader.sandbox.process import ResultsMemfd, StudentProcess
 from grader.sandbox.zygote import Zygote
 from lab04_checks.checkpoints import default_root, ensure_checkpoint
 
@@ -333,7 +333,7 @@ sys.path.insert(0, {str(REPO)!r})
 from pathlib import Path
 from grader.sandbox.limits import Limits
 from grader.sandbox.plan import build_plan, python_paths
-from grader.sandbox.process import StudentProcess
+from grader.sandbox.process import ResultsMemfd, StudentProcess
 from grader.sandbox.zygote import Zygote
 scratch = Path(tempfile.mkdtemp(prefix="lab04-sandbox-test-"))
 scratch.chmod(0o755)
@@ -407,3 +407,22 @@ def test_inputs_reach_the_student_as_private_copies(zygotes: dict, tmp_path: Pat
         assert reply.ok and reply.array(reply.fields["result"]["a"]).shape == (5,)
     finally:
         process.close()
+
+
+def test_a_results_memfd_made_ahead_holds_its_pages_and_is_taken_once() -> None:
+    spare = ResultsMemfd(64 << 20, 16 << 20)
+    fd = spare.take(64 << 20)
+    try:
+        assert os.fstat(fd).st_size == 64 << 20
+        assert os.fstat(fd).st_blocks * 512 >= 16 << 20  # allocated before the student process writes
+        with pytest.raises(OSError):
+            os.ftruncate(fd, 128 << 20)  # sealed against growing, like every results memfd
+        with pytest.raises(ValueError):
+            spare.take(64 << 20)
+    finally:
+        os.close(fd)
+    other = ResultsMemfd(1 << 20, 1 << 20)
+    with pytest.raises(ValueError):
+        other.take(2 << 20)  # made for another budget
+    other.close()
+    assert other.fd == -1

@@ -43,7 +43,7 @@ from .checkpoints import ModelSource, resolve_model
 from .outcome import Deadline, Stop
 from .session import Imported, Session
 from .submission import Prepared, prepare
-from .tiers import TIERS
+from .tiers import ALONE, LANES, TIERS
 from .tiers.base import Verdict, from_failure
 from .truth import Expected
 
@@ -147,17 +147,37 @@ def _run_tier(tier: ModuleType, session: Session, timeout: float, internal: list
         return Verdict("error", INTERNAL)
 
 
+def _import_first(session: Session, timeout: float, internal: list[str]) -> Verdict | None:
+    """Import the submission in the torch process before any tier runs. A failure is the verdict of the
+    report's first tier, as if that tier had imported it (a hang is its timeout, the other tiers skip)."""
+    try:
+        session.torch.ready(Deadline(timeout))
+    except Stop as stop:
+        return from_failure(stop.failure)
+    except GraderError:
+        raise
+    except Exception:  # noqa: BLE001 - a bug of ours: the tiers import again, each on its own
+        internal.append(f"import:\n{traceback.format_exc(limit=12)}")
+    return None
+
+
 def _run_tiers(
     session: Session, config: GradeConfig, prepared: Prepared, internal: list[str], progress: Progress | None
 ) -> list[TierResult]:
-    """Every tier, in TIERS order for the report. The first two (import, loads) run alone; after them the
-    tiers of the torch process and those of the torch-free one run side by side, each lane in order."""
+    """Every tier, reported in TIERS order. The import, then ALONE (the loads), run by themselves; after
+    them the LANES of the torch process and of the torch-free one run side by side, each lane in order."""
     done: dict[str, TierResult] = {}
     lock = threading.Lock()
+    started = time.monotonic()
+    failed_import = _import_first(session, config.limits.timeout, internal)
+    import_seconds = time.monotonic() - started
 
     def one(tier: ModuleType) -> None:
         started = time.monotonic()
-        verdict = _run_tier(tier, session, config.limits.timeout, internal)
+        if tier is TIERS[0] and failed_import is not None:
+            verdict, started = failed_import, started - import_seconds
+        else:
+            verdict = _run_tier(tier, session, config.limits.timeout, internal)
         points = config.points[tier.NAME]
         result = TierResult(
             tier.NAME,
@@ -180,18 +200,15 @@ def _run_tiers(
 
     failures: list[GraderError] = []
 
-    def lane(tiers: list[ModuleType]) -> None:
+    def lane(tiers: tuple[ModuleType, ...]) -> None:
         try:
             for tier in tiers:
                 one(tier)
         except GraderError as exc:
             failures.append(exc)
 
-    first, rest = TIERS[:2], TIERS[2:]
-    for tier in first:
-        one(tier)
-    lanes = [[t for t in rest if name == t.LANE] for name in ("numpy", "torch")]
-    workers = [threading.Thread(target=lane, args=(tiers,), daemon=True) for tiers in lanes]
+    one(ALONE)
+    workers = [threading.Thread(target=lane, args=(tiers,), daemon=True) for tiers in LANES.values()]
     for worker in workers:
         worker.start()
     for worker in workers:

@@ -9,6 +9,7 @@ again only for wrong attributes the export does not hold (for the diagnosis), wi
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -16,7 +17,9 @@ import numpy as np
 
 from lab04_checks.contract import attribute_paths
 
+from .. import defaults
 from ..sandbox import protocol
+from ..sandbox.process import ResultsMemfd
 from ..sandbox.protocol import Desc, ProtocolError, Reply
 from .outcome import Deadline, Failure, Stop, failure_of
 from .session import TIE, Agent, Session, export_budget
@@ -141,6 +144,8 @@ def load(session: Session, name: str, deadline: Deadline) -> Load:
     expected = session.checkpoints[name]
     load = session.loads[name] = Load(expected)
     paths = [*attribute_paths(expected.shape.num_layers), TIE]
+    # The export's memfd, its pages allocated while the student's GPTModel(...) and loader run.
+    spare = ResultsMemfd(export_budget(expected.shape), 4 * expected.shape.parameters + (1 << 20))
     try:
         agent = session.torch
         imported = agent.ready(deadline)
@@ -171,7 +176,7 @@ def load(session: Session, name: str, deadline: Deadline) -> Load:
             protocol.text(n, "a name", 200)
             for n in protocol.sequence(reply.fields.get("dotted", []), "dotted names", 20)
         ]
-        _export(session, agent, load, paths, deadline)
+        _export(session, agent, load, paths, deadline, spare)
         unseen = [p for p in paths if load.after[p].kind in ("array", "tensor") and p not in load.exported]
         if unseen:  # not in the export (a tensor, a strided view, no export at all): their digests, then
             digested, _ = read(agent, load.model, unseen, deadline, "reading the loaded attributes' digests")
@@ -182,13 +187,17 @@ def load(session: Session, name: str, deadline: Deadline) -> Load:
                     load.after[p].shape,
                 )
                 load.after[p] = replace(load.after[p], digest=digested[p].digest if same else "")
-        wrong = [p for p in paths[:-1] if not load.holds(p)]
+        with ThreadPoolExecutor(defaults.COMPARE_THREADS) as pool:  # memory-bound: each thread its arrays
+            held = dict(zip(paths[:-1], pool.map(load.holds, paths[:-1]), strict=True))
+        wrong = [p for p in paths[:-1] if not held[p]]
         load.arrays = {p: load.exported[p] for p in wrong if p in load.exported}
         load.arrays.update(_fetch(session, agent, load, [p for p in wrong if p not in load.exported], deadline))
     except Stop as stop:
         load.failure = stop.failure
     except ProtocolError as exc:
         load.failure = Failure("protocol", f"load_gpt2_weights: the reply cannot be used ({exc})")
+    finally:
+        spare.close()
     return load
 
 
@@ -219,14 +228,17 @@ def _fetch(session: Session, agent: Agent, load: Load, wrong: list[str], deadlin
     return out
 
 
-def _export(session: Session, agent: Agent, load: Load, paths: list[str], deadline: Deadline) -> None:
+def _export(
+    session: Session, agent: Agent, load: Load, paths: list[str], deadline: Deadline, spare: ResultsMemfd
+) -> None:
     """Pickle the loaded model for the torch-free process (kept as a sealed memfd); note where its attributes are."""
     reply = agent.try_ask(
         "export",
         {"h": load.model, "paths": paths},
         deadline,
         "sending your model to the torch-free process",
-        budget=export_budget(load.expected.shape),
+        budget=spare.size,
+        results=spare,
     )
     if not reply.ok:
         load.blob_problem = failure_of(reply, "pickling your model for the torch-free process", session.limits).text

@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -370,13 +371,24 @@ class Session:
             agent.goodbye()  # both end at once: each frees a model's memory on its way out
         for agent in (self.torch, self.numpy):
             agent.close()
+        # Views of the exported model keep its memfd (hundreds of MB) alive; the session is part of reference
+        # cycles that only the garbage collector breaks, so let go of them now. Freeing the pages takes the
+        # kernel 0.1 s on small: a thread does it while the caller goes on (a batch, to the next student).
+        held = []
         for load in self.loads.values():
-            if load.blob >= 0:
-                os.close(load.blob)
-                load.blob = -1
-            # Views of the exported model keep its memfd (hundreds of MB) alive; the session is part of reference
-            # cycles that only the garbage collector breaks, so let go of them now.
-            load.exported, load.arrays = {}, {}
+            held.append((load.blob, load.exported, load.arrays))
+            load.blob, load.exported, load.arrays = -1, {}, {}
+        threading.Thread(target=_release, args=(held,), daemon=True).start()
+
+
+def _release(held: list[tuple[int, dict, dict]]) -> None:
+    """Close the exported models' memfds and drop the views into them (the last unmaps them)."""
+    while held:
+        blob, exported, arrays = held.pop()
+        if blob >= 0:
+            os.close(blob)
+        exported.clear()
+        arrays.clear()
 
 
 MIN_IMPORT_SECONDS = 1.0  # an import started with less time left is not tried (nor remembered as a hang)

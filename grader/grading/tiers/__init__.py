@@ -1,7 +1,12 @@
 """The tiers of checks, one module each, every one with the same signature:
 
 ``run(session, deadline) -> Verdict``: it asks the student processes for what it needs
-(through ``session``), and judges on the trusted side. The order is this tuple's.
+(through ``session``), and judges on the trusted side. The report's order is ``TIERS``.
+
+How they run: ``ALONE`` first, by itself (it builds and loads the models every other tier
+uses), then each process's ``LANES`` side by side, each lane in its order. The mapping tier,
+on synthetic tensors of its own, needs no loaded model: it runs last in the torch lane, while
+the torch-free lane is still busy with the forward passes.
 """
 
 from . import compare, embedding, generate, intermediate, logits, mapping, shapes, weights
@@ -9,3 +14,5 @@ from . import compare, embedding, generate, intermediate, logits, mapping, shape
 TIERS = (mapping, shapes, embedding, logits, compare, intermediate, weights, generate)
 TIER_NAMES = tuple(t.NAME for t in TIERS)
 BY_NAME = {t.NAME: t for t in TIERS}
+ALONE = shapes
+LANES = {"numpy": (embedding, logits, generate), "torch": (compare, intermediate, weights, mapping)}

@@ -26,7 +26,6 @@ from .base import Verdict, conclude, missing_function
 
 NAME = "compare"
 TITLE = "compare_outputs: the true max difference and the right verdict"
-LANE = "torch"  # the student process it talks to; tiers of the two lanes run side by side
 AGREE_RTOL = 1e-3  # the reported max difference must agree with the true one this closely (plus float32 noise)
 NOISE = 5  # float32 noise of two forward passes, in tolerances
 END_OF_TEXT = 50256

@@ -17,7 +17,6 @@ from .base import Verdict, array_problem, arrays_of, bullet, from_failure
 
 NAME = "embedding"
 TITLE = "Embeddings: token_embedding(ids) + pos_embedding(T)"
-LANE = "numpy"  # the student process it talks to; tiers of the two lanes run side by side
 
 
 def _call(

@@ -18,7 +18,6 @@ from .base import Verdict, missing_function
 
 NAME = "generate"
 TITLE = "generate_text (bonus): greedy continuation equals GPT-2's"
-LANE = "numpy"  # the student process it talks to; tiers of the two lanes run side by side
 NEW_TOKENS = 8
 END_OF_TEXT = 50256
 TIE_RTOL = 1e-3  # a greedy step whose top two logits are closer than this (of the scale) is a near tie

@@ -19,7 +19,6 @@ from .base import Verdict, conclude, lacks, returned_dict
 
 NAME = "intermediate"
 TITLE = "compare_intermediate_outputs: the first stage that differs"
-LANE = "torch"  # the student process it talks to; tiers of the two lanes run side by side
 SHIFT = 1.0  # added to the corrupted block's output (through ffn.b2): far above any noise
 NEAR_ZERO_RTOL = 1e-3  # of the stage's activation scale
 

@@ -26,7 +26,6 @@ from .base import Verdict, array_problem, arrays_of, conclude
 
 NAME = "logits"
 TITLE = "Full forward pass: logits at every position"
-LANE = "numpy"  # the student process it talks to; tiers of the two lanes run side by side
 
 
 def _forward(

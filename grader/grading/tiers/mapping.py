@@ -25,7 +25,6 @@ from .base import Verdict, arrays_of, bullet, missing_function
 
 NAME = "mapping"
 TITLE = "Weight mapping (get_weight_mapping)"
-LANE = "torch"  # the student process it talks to; tiers of the two lanes run side by side
 SYNTHETIC = dict(vocab_size=29, d_model=12, num_heads=3, d_ff=48, max_seq_len=17)
 
 

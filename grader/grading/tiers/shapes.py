@@ -20,7 +20,6 @@ from .base import Verdict, bullet, missing_function
 
 NAME = "shapes"
 TITLE = "Loaded weights: shapes, dtype and values (load_gpt2_weights)"
-LANE = "torch"  # the student process it talks to; tiers of the two lanes run side by side
 
 
 def findings_of(load: Load) -> list[Finding]:

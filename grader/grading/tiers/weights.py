@@ -21,7 +21,6 @@ from .base import Verdict, conclude, lacks, returned_dict
 
 NAME = "weights"
 TITLE = "analyze_weight_differences: zero when loaded, the corrupted weight named"
-LANE = "torch"  # the student process it talks to; tiers of the two lanes run side by side
 ZERO = 1e-6  # of the weight's scale: loading copies numbers
 # Words that name each part of a block, in the spellings students use (attribute and HuggingFace names).
 ALIASES = {
