@@ -118,12 +118,24 @@ class Expected:
 
     def float64(self, path: str) -> np.ndarray:
         """The expected array of ``path`` in float64 (kept when ``keep_float64``: 8 bytes a parameter)."""
-        if not self.keep_float64 or 8 * self.shape.parameters > defaults.FLOAT64_KEEP_MB << 20:
+        if not self.keep_float64 or not self._float64_fits():
             return self.attributes[path].astype(np.float64)
         with self._making:
             if path not in self._float64:
                 self._float64[path] = self.attributes[path].astype(np.float64)
             return self._float64[path]
+
+    def _float64_fits(self) -> bool:
+        return 8 * self.shape.parameters <= defaults.FLOAT64_KEEP_MB << 20
+
+    def keep_blocks_in_float64(self) -> None:
+        """Keep the blocks' arrays in float64 from now on, converted now if they fit ``FLOAT64_KEEP_MB``
+        (a batch, at its start: every wrong submission's diagnosis walks them, the first one no slower)."""
+        self.keep_float64 = True
+        if self._float64_fits():
+            for path in self.attributes:
+                if path.startswith("blocks."):
+                    self.float64(path)
 
     def made(self, key: tuple, make: Callable[[], Any]) -> Any:
         """``make()``, once per ``key``: what a tier derives from this checkpoint alone, whatever the student."""
