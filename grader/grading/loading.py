@@ -240,6 +240,14 @@ def _export(
         budget=spare.size,
         results=spare,
     )
+    try:  # an export's reply holds its memfd's descriptor until closed, whatever its fields say
+        _take_export(session, load, reply)
+    finally:
+        reply.close()
+
+
+def _take_export(session: Session, load: Load, reply: Reply) -> None:
+    """Keep the exported model's memfd and the views of the attributes it holds (or say why there is none)."""
     if not reply.ok:
         load.blob_problem = failure_of(reply, "pickling your model for the torch-free process", session.limits).text
         if reply.status in ("timeout", "crashed"):
@@ -267,7 +275,6 @@ def _export(
     ]
     load.blob = os.dup(reply.bulk.fd)
     load.exported = _located(load, reply, indices[1:])
-    reply.close()
 
 
 def _located(load: Load, reply: Reply, buffers: list[int]) -> dict[str, np.ndarray]:
