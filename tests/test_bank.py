@@ -90,8 +90,9 @@ def _open_memory_files() -> list[str]:
 
 
 def test_grading_leaves_no_memory_file_open(tmp_path: Path, grader: Grader) -> None:
-    """Every memfd a grading opens here is closed after it: the exported models (let go of in the background)
-    and the export's memfd made ahead, also when the loader raised before it could be used."""
+    """Every memfd a grading opens here is closed after it: the exported models (let go of in the background),
+    the export's memfd made ahead when the loader raised before it could be used, and an export that sent
+    no model (it holds torch tensors)."""
     raising = reference_files()
     raising["pretrained.py"] = raising["pretrained.py"].replace(
         '    """Fill ``your_model`` in place', '    raise RuntimeError("not today")\n    """Fill ``your_model`` in place'
@@ -99,6 +100,8 @@ def test_grading_leaves_no_memory_file_open(tmp_path: Path, grader: Grader) -> N
     for name, files in (("reference", reference_files()), ("raising", raising)):
         report = grader(make_submission(tmp_path / name, files))
         assert statuses(report)["shapes"] == ("passed" if name == "reference" else "error"), name
+    holds_tensors = next(bug for bug in BANK if bug.name == "torch_in_forward")  # its export sends no model
+    assert statuses(grader(materialise(holds_tensors, tmp_path))) == holds_tensors.expect
     deadline = time.monotonic() + 10
     while _open_memory_files() and time.monotonic() < deadline:
         gc.collect()
