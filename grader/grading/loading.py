@@ -144,14 +144,15 @@ def load(session: Session, name: str, deadline: Deadline) -> Load:
     expected = session.checkpoints[name]
     load = session.loads[name] = Load(expected)
     paths = [*attribute_paths(expected.shape.num_layers), TIE]
-    # The export's memfd, its pages allocated while the student's GPTModel(...) and loader run.
-    spare = ResultsMemfd(export_budget(expected.shape), 4 * expected.shape.parameters + (1 << 20))
+    spare: ResultsMemfd | None = None
     try:
         agent = session.torch
         imported = agent.ready(deadline)
         if not imported.has("load_gpt2_weights"):
             what = f"{session.prepared.module_label} does not define a function named load_gpt2_weights"
             raise Stop(Failure("raised", what))
+        # The export's memfd, its pages allocated while the student's GPTModel(...) and loader run.
+        spare = ResultsMemfd(export_budget(expected.shape), 4 * expected.shape.parameters + (1 << 20))
         load.model = session.new_model(agent, name, deadline)
         load.process_start = agent.process.starts
         load.before, _ = read(
@@ -197,7 +198,8 @@ def load(session: Session, name: str, deadline: Deadline) -> Load:
     except ProtocolError as exc:
         load.failure = Failure("protocol", f"load_gpt2_weights: the reply cannot be used ({exc})")
     finally:
-        spare.close()
+        if spare is not None:
+            spare.close()
     return load
 
 
