@@ -286,6 +286,7 @@ def grade(
     results: list[TierResult] = []
     session: Session | None = None
     prepared: Prepared | None = None
+    warming: threading.Thread | None = None
     stdout = stderr = ""
     try:
         expectations = expectations or prepare_expectations(config)
@@ -306,12 +307,15 @@ def grade(
                 )
         else:
             session = Session(prepared, expectations, config.limits, zygotes, scratch)
-            warming = threading.Thread(target=expectations.warm, daemon=True)
-            warming.start()  # the truth is computed while the student processes start
+            # The truth is computed while the student processes start and build their models; a tier that
+            # needs a part of it first waits for that part (each is made once, under its lock).
+            warming = threading.Thread(target=expectations.warm, daemon=True, name="lab04-truth")
+            warming.start()
             session.start()
-            warming.join()
             results = _run_tiers(session, config, prepared, internal, progress)
     finally:
+        if warming is not None:
+            warming.join()
         if session is not None:
             session.close()
             outs = [a.process.output() for a in (session.torch, session.numpy) if a.process is not None]

@@ -8,11 +8,11 @@ first use and kept, so a batch pays for it once.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 from collections.abc import Callable
-from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -32,6 +32,24 @@ def digest(array: np.ndarray) -> str:
     return h.hexdigest()
 
 
+T = TypeVar("T")
+
+
+def made_once(method: Callable[[Expected], T]) -> property:
+    """A property computed on first use and kept, once even when threads ask together (a batch computes the
+    truth in a thread while its first tiers ask for parts of it; functools.cached_property stopped locking
+    in Python 3.12)."""
+
+    @functools.wraps(method)
+    def get(self: Expected) -> T:
+        with self._made_lock:
+            if method.__name__ not in self._kept:
+                self._kept[method.__name__] = method(self)
+            return self._kept[method.__name__]
+
+    return property(get)
+
+
 class Expected:
     """What a correct submission produces on one checkpoint."""
 
@@ -44,26 +62,28 @@ class Expected:
         self._made: dict[tuple, Any] = {}
         self._float64: dict[str, np.ndarray] = {}
         self.keep_float64 = False  # a batch keeps them: each wrong submission's diagnosis asks again
+        self._kept: dict[str, Any] = {}
+        self._made_lock = threading.RLock()  # the properties below: one may ask for another
         self._lock = threading.Lock()
         self._making = threading.Lock()  # apart: what is made may ask for logits, which take _lock
 
-    @cached_property
+    @made_once
     def state(self) -> dict[str, np.ndarray]:
         return read_state(self.source.path)
 
-    @cached_property
+    @made_once
     def attributes(self) -> dict[str, np.ndarray]:
         return answers.expected_attributes(self.state, self.shape.num_layers)
 
-    @cached_property
+    @made_once
     def digests(self) -> dict[str, str]:
         return {path: digest(self.attributes[path]) for path in attribute_paths(self.shape.num_layers)}
 
-    @cached_property
+    @made_once
     def candidates(self) -> CandidateIndex:
         return CandidateIndex(self.attributes, self.state)
 
-    @cached_property
+    @made_once
     def tokenizer(self) -> Any:
         from tokenizers import Tokenizer
 
