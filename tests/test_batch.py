@@ -151,6 +151,64 @@ def test_a_grader_failure_on_one_submission_does_not_stop_the_batch(
     assert scores(out)["bob"] == 100
 
 
+@pytest.mark.slow
+def test_a_batch_grades_its_first_students_while_the_truth_is_computed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The truth (GPT-2's logits, trace and float64 weights) is computed beside the first students, not before."""
+    import threading
+
+    from grader.grading.engine import Expectations
+
+    folder = tmp_path / "class"
+    for name in ("alice", "bob"):
+        make_submission(folder / name, reference_files(False))
+    first_graded, seen = threading.Event(), []
+    real_warm, real_grade = Expectations.warm, grader.grading.batch.grade
+
+    def warm(self, diagnosis: bool = False) -> None:
+        if diagnosis:  # the batch's own warm-up: it waits to see a submission start
+            seen.append(first_graded.wait(60))
+        real_warm(self, diagnosis)
+
+    def grade(config, **kwargs):
+        first_graded.set()
+        return real_grade(config, **kwargs)
+
+    monkeypatch.setattr(Expectations, "warm", warm)
+    monkeypatch.setattr(grader.grading.batch, "grade", grade)
+    batch(folder, tmp_path / "reports", "--jobs", "1")
+    assert seen == [True]
+    assert scores(tmp_path / "reports") == {"alice": 100, "bob": 100}
+
+
+@pytest.mark.slow
+def test_one_submissions_tiers_start_while_the_truth_is_computed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One run as run_autograder makes it: the loads begin while the truth is still being computed."""
+    import threading
+
+    from grader.config import GradeConfig
+    from grader.grading import engine
+    from grader.grading.tiers import ALONE
+
+    loading, seen = threading.Event(), []
+    real_warm, real_run = engine.Expectations.warm, ALONE.run
+
+    def warm(self, diagnosis: bool = False) -> None:
+        seen.append(loading.wait(60))
+        real_warm(self, diagnosis)
+
+    def run(session, deadline):
+        loading.set()
+        return real_run(session, deadline)
+
+    monkeypatch.setattr(engine.Expectations, "warm", warm)
+    monkeypatch.setattr(ALONE, "run", run)
+    sub = make_submission(tmp_path / "sub", reference_files(False))
+    report = engine.grade(GradeConfig(submission=sub, out=tmp_path / "report.json", seed=1))
+    assert seen == [True] and report.score == 100
+
+
 def test_batch_mode_refuses_a_single_file_and_json_out_means_one_submission(tmp_path: Path) -> None:
     archive = tmp_path / "one.zip"
     archive.write_bytes(b"PK")

@@ -499,3 +499,33 @@ def test_what_a_tier_derives_from_a_checkpoint_alone_is_made_once_per_key() -> N
     first = expected.made(("cases", 1), lambda: made.append(1) or ["case"])
     assert expected.made(("cases", 1), lambda: made.append(2) or ["other"]) is first and made == [1]
     assert expected.made(("cases", 2), lambda: made.append(3) or ["other"]) == ["other"] and made == [1, 3]
+
+
+def test_the_truths_parts_are_made_once_when_threads_ask_together(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch computes the truth in a thread while its first tiers ask for parts of it: each is made once."""
+    import threading
+    import time
+
+    from grader.grading import truth
+    from grader.grading.checkpoints import resolve_model
+
+    real_read, reads = truth.read_state, []
+
+    def slow_read(path):
+        reads.append(path)
+        time.sleep(0.2)  # long enough for every thread to ask while the first is reading
+        return real_read(path)
+
+    monkeypatch.setattr(truth, "read_state", slow_read)
+    expected = truth.Expected(resolve_model("tiny"))
+    got: list[object] = []
+    threads = [
+        threading.Thread(target=lambda name=name: got.append(getattr(expected, name)))
+        for name in ("digests", "candidates", "attributes", "state", "digests", "state")
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(reads) == 1 and len(got) == 6
+    assert expected.state is expected.state and expected.digests is expected.digests

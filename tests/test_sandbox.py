@@ -94,6 +94,9 @@ def forge():
 def big(n):
     import numpy
     return numpy.zeros(n, dtype=numpy.float32)
+def collector():
+    import gc
+    return [gc.isenabled(), gc.get_freeze_count()]
 """
 
 
@@ -242,6 +245,19 @@ def test_the_torch_free_process_has_no_torch_anywhere(zygotes: dict, tmp_path: P
         assert sources.ok and value(sources) < 10_000  # the stand-in, not torch's 80 kB __init__.py
         site = str(Path(path).parent.parent)
         assert "lib" not in value(call(process, "listing", f"{site}/torch"))  # no libtorch on this file system
+    finally:
+        process.close()
+
+
+@pytest.mark.parametrize("flavour", ["torch", "numpy"])
+def test_the_fork_servers_imports_are_frozen_out_of_the_students_garbage_collection(
+    flavour: str, zygotes: dict, tmp_path: Path
+) -> None:
+    process = start(zygotes, tmp_path, flavour)
+    try:
+        enabled, frozen = value(call(process, "collector"))
+        assert enabled is True  # the student's own objects are collected as usual
+        assert frozen > (100_000 if flavour == "torch" else 10_000)  # torch, transformers, numpy: never walked
     finally:
         process.close()
 
