@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from course import layouts
 
 import grader.grading.batch
 from grader.cli import main
+from grader.config import GradeConfig
 from grader.grading.batch import (
     changes,
     content_hash,
@@ -23,6 +25,8 @@ from grader.grading.batch import (
     looks_like_class,
     memory_jobs,
 )
+from grader.grading.engine import Expectations, grade
+from grader.grading.tiers import ALONE
 
 SEGFAULT = "import ctypes\nctypes.string_at(0)  # reads address 0: SIGSEGV\n"
 
@@ -156,10 +160,6 @@ def test_a_batch_grades_its_first_students_while_the_truth_is_computed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The truth (GPT-2's logits, trace and float64 weights) is computed beside the first students, not before."""
-    import threading
-
-    from grader.grading.engine import Expectations
-
     folder = tmp_path / "class"
     for name in ("alice", "bob"):
         make_submission(folder / name, reference_files(False))
@@ -171,28 +171,24 @@ def test_a_batch_grades_its_first_students_while_the_truth_is_computed(
             seen.append(first_graded.wait(60))
         real_warm(self, diagnosis)
 
-    def grade(config, **kwargs):
+    def noting_grade(config, **kwargs):
         first_graded.set()
         return real_grade(config, **kwargs)
 
     monkeypatch.setattr(Expectations, "warm", warm)
-    monkeypatch.setattr(grader.grading.batch, "grade", grade)
+    monkeypatch.setattr(grader.grading.batch, "grade", noting_grade)
     batch(folder, tmp_path / "reports", "--jobs", "1")
     assert seen == [True]
     assert scores(tmp_path / "reports") == {"alice": 100, "bob": 100}
 
 
 @pytest.mark.slow
-def test_one_submissions_tiers_start_while_the_truth_is_computed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_submissions_tiers_start_while_the_truth_is_computed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """One run as run_autograder makes it: the loads begin while the truth is still being computed."""
-    import threading
-
-    from grader.config import GradeConfig
-    from grader.grading import engine
-    from grader.grading.tiers import ALONE
-
     loading, seen = threading.Event(), []
-    real_warm, real_run = engine.Expectations.warm, ALONE.run
+    real_warm, real_run = Expectations.warm, ALONE.run
 
     def warm(self, diagnosis: bool = False) -> None:
         seen.append(loading.wait(60))
@@ -202,10 +198,10 @@ def test_one_submissions_tiers_start_while_the_truth_is_computed(tmp_path: Path,
         loading.set()
         return real_run(session, deadline)
 
-    monkeypatch.setattr(engine.Expectations, "warm", warm)
+    monkeypatch.setattr(Expectations, "warm", warm)
     monkeypatch.setattr(ALONE, "run", run)
     sub = make_submission(tmp_path / "sub", reference_files(False))
-    report = engine.grade(GradeConfig(submission=sub, out=tmp_path / "report.json", seed=1))
+    report = grade(GradeConfig(submission=sub, out=tmp_path / "report.json", seed=1))
     assert seen == [True] and report.score == 100
 
 

@@ -42,7 +42,7 @@ def made_once(method: Callable[[Expected], T]) -> property:
 
     @functools.wraps(method)
     def get(self: Expected) -> T:
-        with self._made_lock:
+        with self._kept_lock:
             if method.__name__ not in self._kept:
                 self._kept[method.__name__] = method(self)
             return self._kept[method.__name__]
@@ -63,7 +63,7 @@ class Expected:
         self._float64: dict[str, np.ndarray] = {}
         self.keep_float64 = False  # a batch keeps them: each wrong submission's diagnosis asks again
         self._kept: dict[str, Any] = {}
-        self._made_lock = threading.RLock()  # the properties below: one may ask for another
+        self._kept_lock = threading.RLock()  # the properties below: one may ask for another
         self._lock = threading.Lock()
         self._making = threading.Lock()  # apart: what is made may ask for logits, which take _lock
 
