@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from grader.grading.checkpoints import BUILTIN
 from grader.sandbox.limits import Limits
 from grader.sandbox.plan import build_plan, python_paths
 from grader.sandbox.process import ResultsMemfd, StudentProcess
-from grader.sandbox.zygote import Zygote
+from grader.sandbox.zygote import INSIDE, Zygote
 from lab04_checks.checkpoints import default_root, ensure_checkpoint
 
 ROOT = os.geteuid() == 0
@@ -216,6 +217,41 @@ def test_the_graders_packages_are_covered_where_a_bound_tree_holds_them(tmp_path
     monkeypatch.setattr(plan, "own_package_dirs", lambda: [inside, outside])
     made = plan.build_plan("torch", tmp_path / "root", tmp_path / "sub", ".", {}, REPO / "reference", 1 << 20, 61777)
     assert inside in made["cover"] and outside not in made["cover"]
+
+
+BUILD_ROOT = """
+import json, os, sys
+sys.path.insert(0, sys.argv[1])
+import lab04_jail
+plan = json.loads(sys.argv[2])
+lab04_jail.build_root(plan, lab04_jail.Layers())
+installed = plan["ro"][0][1]
+print(json.dumps([sorted(os.listdir(installed)), sorted(os.listdir("/tmp"))]))
+"""
+
+
+@pytest.mark.skipif(not ROOT, reason="mount namespaces and binds need root")
+def test_a_bound_installation_under_tmp_is_seen_inside_the_private_tmp(tmp_path: Path) -> None:
+    """A checkout and its venv cloned under /tmp (git clone . /tmp/fresh) stay visible to the student process."""
+    installed = Path("/tmp") / f"lab04-installed-{os.getpid()}"
+    (installed / "lib").mkdir(parents=True)
+    (installed / "lib" / "numpy_random.py").write_text("")
+    root = tmp_path / "root"
+    root.mkdir()
+    plan = {"root": str(root), "ro": [[str(installed), str(installed)]], "tmpfs": [["/tmp", 1 << 20]]}
+    try:
+        done = subprocess.run(
+            ["unshare", "--mount", sys.executable, "-I", "-c", BUILD_ROOT, str(INSIDE), json.dumps(plan)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        shutil.rmtree(installed, ignore_errors=True)
+    assert done.returncode == 0, done.stderr
+    listed, private_tmp = json.loads(done.stdout)
+    assert listed == ["lib"]  # bound inside the private /tmp, not hidden under it
+    assert private_tmp == [installed.name]  # and nothing else of the host's /tmp
 
 
 def test_start_up_is_timed_when_the_process_was_ready_not_when_it_was_read(zygotes: dict, tmp_path: Path) -> None:

@@ -156,6 +156,12 @@ def build_root(plan: dict, layers: Layers) -> None:
     root = plan["root"]
     _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing we mount propagates back to the host
     _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,nr_inodes=4096,mode=755")
+    # The private /tmp first, the binds after: a Python installation or checkout that lies under /tmp on the
+    # host (a venv in /tmp/clone/.venv) is then bound inside it, not hidden by it.
+    for target, size in plan.get("tmpfs", []):
+        path = _inside(root, target)
+        os.makedirs(path, exist_ok=True)
+        _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"size={int(size)},nr_inodes=65536,mode=1777")
     for source, target in plan.get("ro", []):
         if os.path.exists(source):
             _bind(source, _inside(root, target), read_only=True)
@@ -171,10 +177,6 @@ def build_root(plan: dict, layers: Layers) -> None:
             _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_RDONLY, "size=4k,nr_inodes=4,mode=755")
         elif os.path.exists(path):
             _mount("/dev/null", path, None, MS_BIND)
-    for target, size in plan.get("tmpfs", []):
-        path = _inside(root, target)
-        os.makedirs(path, exist_ok=True)
-        _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"size={int(size)},nr_inodes=65536,mode=1777")
     for name in DEVICES:
         _bind(f"/dev/{name}", _inside(root, f"/dev/{name}"), read_only=False)
     for target, link in plan.get("symlinks", []):
