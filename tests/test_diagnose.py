@@ -8,12 +8,16 @@ on a small synthetic state whose entries are distinct integers, so every mistake
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 
 import numpy as np
 import pytest
 
+from grader.grading import truth
 from grader.grading.answers import expected_attributes, source_text, sources, synthetic_state
+from grader.grading.checkpoints import resolve_model
 from grader.grading.diagnose import (
     CandidateIndex,
     attribute_findings,
@@ -503,12 +507,6 @@ def test_what_a_tier_derives_from_a_checkpoint_alone_is_made_once_per_key() -> N
 
 def test_the_truths_parts_are_made_once_when_threads_ask_together(monkeypatch: pytest.MonkeyPatch) -> None:
     """A batch computes the truth in a thread while its first tiers ask for parts of it: each is made once."""
-    import threading
-    import time
-
-    from grader.grading import truth
-    from grader.grading.checkpoints import resolve_model
-
     real_read, reads = truth.read_state, []
 
     def slow_read(path):
