@@ -341,3 +341,13 @@ def test_each_sub_step_mistake_changes_its_sub_module(kind: str) -> None:
     scale = float(np.max(np.abs(base)))
     for mistake in SUBSTEP_MISTAKES[kind]:
         assert max_diff(oracle_step(run, 1, step, given, mistake.variant), base) > 1e-9 * scale, mistake.key
+
+
+@pytest.mark.parametrize("lead", [(), (3,)])
+def test_the_chunked_head_equals_one_float64_product(lead: tuple[int, ...], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The head reuses one buffer for its slices: the last, shorter slice and a batch must come out exact."""
+    monkeypatch.setattr(oracle, "HEAD_CHUNK", 8)
+    rng = np.random.default_rng(0)
+    wte = rng.standard_normal((29, 6), dtype=np.float32)  # 29 rows: three full slices and one of 5
+    h = rng.standard_normal((*lead, 4, 6))
+    np.testing.assert_allclose(oracle.head(h, wte), h @ wte.astype(np.float64).T, rtol=1e-12, atol=0)

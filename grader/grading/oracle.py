@@ -161,9 +161,13 @@ def _rounder(variant: Variant):
 
 def head(h: np.ndarray, wte: np.ndarray) -> np.ndarray:
     """Logits ``h @ wte.T`` in float64, a slice of the vocabulary at a time."""
+    h = np.asarray(h, dtype=np.float64)
     out = np.empty((*h.shape[:-1], wte.shape[0]), dtype=np.float64)
+    rows = np.empty((min(HEAD_CHUNK, wte.shape[0]), wte.shape[1]), dtype=np.float64)  # reused: no fresh pages per slice
     for start in range(0, wte.shape[0], HEAD_CHUNK):
-        out[..., start : start + HEAD_CHUNK] = h @ wte[start : start + HEAD_CHUNK].astype(np.float64).T
+        chunk = rows[: min(HEAD_CHUNK, wte.shape[0] - start)]
+        chunk[...] = wte[start : start + len(chunk)]
+        np.matmul(h, chunk.T, out=out[..., start : start + len(chunk)])
     return out
 
 
