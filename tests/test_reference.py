@@ -345,7 +345,7 @@ def test_each_sub_step_mistake_changes_its_sub_module(kind: str) -> None:
 
 @pytest.mark.parametrize("lead", [(), (3,)])
 def test_the_chunked_head_equals_one_float64_product(lead: tuple[int, ...], monkeypatch: pytest.MonkeyPatch) -> None:
-    """The head reuses one buffer for its slices: the last, shorter slice and a batch must come out exact."""
+    """The head reuses one buffer for its slices: the last, shorter slice and a batch match the one product."""
     monkeypatch.setattr(oracle, "HEAD_CHUNK", 8)
     rng = np.random.default_rng(0)
     wte = rng.standard_normal((29, 6), dtype=np.float32)  # 29 rows: three full slices and one of 5
