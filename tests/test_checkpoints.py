@@ -403,6 +403,19 @@ def test_read_state_names_arrays_as_gpt2lmheadmodel_does(pristine: Path) -> None
         assert np.array_equal(value, hf[name]), name
 
 
+def test_read_state_maps_a_float32_file_instead_of_copying_it(pristine: Path) -> None:
+    """The trusted side's truth is read-only views of one mapping of the file (the page cache's pages, no copy)."""
+    import mmap
+
+    state = read_state(pristine)
+    for name, value in state.items():
+        assert not value.flags.writeable, name
+        base = value
+        while isinstance(base, np.ndarray) and base.base is not None:
+            base = base.base
+        assert isinstance(getattr(base, "obj", base), mmap.mmap), name
+
+
 @pytest.mark.parametrize("layout", ["no prefix, with buffers", "float16"])
 def test_read_state_accepts_the_hubs_gpt2_layout(pristine: Path, tmp_path: Path, layout: str) -> None:
     """Keys without ``transformer.`` (as the hub's gpt2 stores them), mask buffers, float16: named and float32."""

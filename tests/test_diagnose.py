@@ -479,20 +479,19 @@ def test_a_batch_keeps_gpt2s_float64_weights_once_and_only_within_its_budget(mon
     assert expected.float64("blocks.0.attn.W_K") is not expected.float64("blocks.0.attn.W_K")
 
 
-def test_a_batch_converts_the_kept_float64_weights_at_its_start(monkeypatch: pytest.MonkeyPatch) -> None:
-    from grader import defaults
-    from grader.grading.checkpoints import resolve_model
-    from grader.grading.truth import Expected
+def test_a_batch_keeps_each_float64_block_from_its_first_use_and_converts_none_at_its_start() -> None:
+    from pathlib import Path
 
-    expected = Expected(resolve_model("tiny"))
-    expected.keep_blocks_in_float64()
-    blocks = [p for p in expected.attributes if p.startswith("blocks.")]
-    assert sorted(expected._float64) == sorted(blocks)  # made at the start, before any was asked for
-    assert all(expected.float64(p) is expected._float64[p] for p in blocks)
-    monkeypatch.setattr(defaults, "FLOAT64_KEEP_MB", 0)
-    too_large = Expected(resolve_model("tiny"))
-    too_large.keep_blocks_in_float64()
-    assert not too_large._float64  # nothing made that would not be kept
+    from grader.config import GradeConfig
+    from grader.grading.engine import prepare_expectations
+
+    expectations = prepare_expectations(GradeConfig(Path("."), Path("out.json"), second_model=None), seed=3)
+    expectations.warm(diagnosis=True)
+    primary = expectations.checkpoints[expectations.roles["primary"]]
+    assert primary.keep_float64 and not primary._float64  # a class of right submissions converts nothing
+    assert "digests" not in primary._kept  # nor hashes the truth: exported attributes are compared by their bytes
+    first = primary.float64("blocks.0.ffn.W1")
+    assert primary.float64("blocks.0.ffn.W1") is first and sorted(primary._float64) == ["blocks.0.ffn.W1"]
 
 
 def test_what_a_tier_derives_from_a_checkpoint_alone_is_made_once_per_key() -> None:

@@ -8,6 +8,7 @@ The trusted side never imports torch: the config is JSON, the weights are read w
 from __future__ import annotations
 
 import json
+import mmap
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,9 +172,11 @@ def _from_hub(name: str) -> ModelSource:
 
 def read_state(folder: Path) -> dict[str, np.ndarray]:
     """The checkpoint's tensors as float32 NumPy arrays, named as ``GPT2LMHeadModel.state_dict()`` names them."""
-    from safetensors.numpy import load_file
+    raw = _mapped(folder / WEIGHTS_FILE)
+    if raw is None:  # another dtype (the hub's float16, say) or an unusual layout: safetensors reads and converts
+        from safetensors.numpy import load_file
 
-    raw = load_file(str(folder / WEIGHTS_FILE))
+        raw = load_file(str(folder / WEIGHTS_FILE))
     state = {}
     for key, value in raw.items():
         if key.endswith(IGNORED_SUFFIXES):
@@ -183,3 +186,41 @@ def read_state(folder: Path) -> dict[str, np.ndarray]:
         )  # the hub's gpt2 has no prefix
         state[name] = np.asarray(value, dtype=np.float32)
     return state
+
+
+def _mapped(path: Path) -> dict[str, np.ndarray] | None:
+    """A float32 safetensors file's tensors as read-only views of one mapping of it, or None for any other file.
+
+    The pages are the page cache's, which the student processes read too: nothing is copied, and a
+    batch does not pay for fresh memory the size of the model (0.25 s to 1.3 s on small's shape)."""
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size < 8:
+                return None
+            mapping = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError):
+        return None
+    length = int.from_bytes(mapping[:8], "little")
+    start = 8 + length
+    if length <= 0 or start > size or start % 8:
+        return None
+    try:
+        header = json.loads(mapping[8:start])
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(header, dict):
+        return None
+    out = {}
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        try:
+            dtype, shape, (first, last) = entry["dtype"], tuple(int(n) for n in entry["shape"]), entry["data_offsets"]
+        except (TypeError, KeyError, ValueError):
+            return None
+        count = int(np.prod(shape, dtype=np.int64))
+        if dtype != "F32" or not 0 <= first <= last <= size - start or last - first != 4 * count or first % 4:
+            return None
+        out[key] = np.frombuffer(mapping, dtype="<f4", count=count, offset=start + first).reshape(shape)
+    return out

@@ -67,7 +67,7 @@ class Expectations:
         primary.warm(*(item.ids for item in self.inputs.logits))
         if diagnosis:
             primary.trace(self.inputs.traced())
-            primary.keep_blocks_in_float64()  # 1 s on small, beside the fork servers and the first students
+            primary.keep_float64 = True  # each block converted when a diagnosis first walks it, then kept
         if self.roles.get("second"):
             self.checkpoints[self.roles["second"]].warm(self.inputs.second.ids)
         self.checkpoints[self.roles["function"]].warm()

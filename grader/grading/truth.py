@@ -148,15 +148,6 @@ class Expected:
     def _float64_fits(self) -> bool:
         return 8 * self.shape.parameters <= defaults.FLOAT64_KEEP_MB << 20
 
-    def keep_blocks_in_float64(self) -> None:
-        """Keep the blocks' arrays in float64 from now on, converted now if they fit ``FLOAT64_KEEP_MB``
-        (a batch, at its start: every wrong submission's diagnosis walks them, the first one no slower)."""
-        self.keep_float64 = True
-        if self._float64_fits():
-            for path in self.attributes:
-                if path.startswith("blocks."):
-                    self.float64(path)
-
     def made(self, key: tuple, make: Callable[[], Any]) -> Any:
         """``make()``, once per ``key``: what a tier derives from this checkpoint alone, whatever the student."""
         with self._making:
@@ -166,6 +157,6 @@ class Expected:
 
     def warm(self, *ids: np.ndarray) -> None:
         """Compute now what grading will need (a batch does it once, before its jobs start)."""
-        _ = self.digests, self.candidates, self.tokenizer
+        _ = self.attributes, self.candidates, self.tokenizer  # digests only when an attribute is not exported
         for item in ids:
             self.logits(item)

@@ -132,8 +132,9 @@ def run(session: Session, deadline: Deadline) -> Verdict:
         facts["wrong"][name] = [f[0] for f in findings][:64]
         if findings or notes:
             lines = group_findings(findings) + notes
-            wrong = sum(1 for path, _, _ in findings if path in expected.digests or path == TIE)
-            head = f"{where}, {wrong} of {len(expected.digests)} attributes are wrong:" if findings else where
+            paths = set(attribute_paths(expected.shape.num_layers))
+            wrong = sum(1 for path, _, _ in findings if path in paths or path == TIE)
+            head = f"{where}, {wrong} of {len(paths)} attributes are wrong:" if findings else where
             sections.append(f"{head}\n{bullet(lines)}")
         for path, _, words in findings:
             causes.setdefault(cause_key(path), f"{path} {words}")
