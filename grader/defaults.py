@@ -36,6 +36,3 @@ JOBS = 1
 # student's, the exported model). Measured with scripts/benchmark.py: about 3 GiB per job on small.
 JOB_BASE_MB = 1024
 JOB_BYTES_PER_PARAMETER = 16
-# The diagnosis of a batch keeps GPT-2's weights in float64 (8 bytes a parameter, once for all jobs) up to
-# this size: GPT-2 small's shape (1 GB) is kept, medium's and larger are converted per wrong submission.
-FLOAT64_KEEP_MB = 1536

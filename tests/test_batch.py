@@ -26,7 +26,7 @@ from grader.grading.batch import (
     memory_jobs,
 )
 from grader.grading.engine import Expectations, grade
-from grader.grading.tiers import ALONE
+from grader.grading.tiers import LOADS
 
 SEGFAULT = "import ctypes\nctypes.string_at(0)  # reads address 0: SIGSEGV\n"
 
@@ -188,7 +188,7 @@ def test_one_submissions_tiers_start_while_the_truth_is_computed(
 ) -> None:
     """One run as run_autograder makes it: the loads begin while the truth is still being computed."""
     loading, seen = threading.Event(), []
-    real_warm, real_run = Expectations.warm, ALONE.run
+    real_warm, real_run = Expectations.warm, LOADS.run
 
     def warm(self, diagnosis: bool = False) -> None:
         seen.append(loading.wait(60))
@@ -199,7 +199,34 @@ def test_one_submissions_tiers_start_while_the_truth_is_computed(
         return real_run(session, deadline)
 
     monkeypatch.setattr(Expectations, "warm", warm)
-    monkeypatch.setattr(ALONE, "run", run)
+    monkeypatch.setattr(LOADS, "run", run)
+    sub = make_submission(tmp_path / "sub", reference_files(False))
+    report = grade(GradeConfig(submission=sub, out=tmp_path / "report.json", seed=1))
+    assert seen == [True] and report.score == 100
+
+
+@pytest.mark.slow
+def test_the_torch_free_lane_starts_while_the_second_checkpoint_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The forward passes need only the primary's model: they begin before the second checkpoint is loaded."""
+    from grader.grading import loading
+    from grader.grading.tiers import embedding
+
+    began, seen = threading.Event(), []
+    real_load, real_run = loading._load, embedding.run
+
+    def load(session, name, deadline):
+        if name != session.primary_name:
+            seen.append(began.wait(30))  # the embedding tier has begun while this load has not
+        return real_load(session, name, deadline)
+
+    def run(session, deadline):
+        began.set()
+        return real_run(session, deadline)
+
+    monkeypatch.setattr(loading, "_load", load)
+    monkeypatch.setattr(embedding, "run", run)
     sub = make_submission(tmp_path / "sub", reference_files(False))
     report = grade(GradeConfig(submission=sub, out=tmp_path / "report.json", seed=1))
     assert seen == [True] and report.score == 100

@@ -43,12 +43,13 @@ from .checkpoints import ModelSource, resolve_model
 from .outcome import Deadline, Stop
 from .session import Imported, Session
 from .submission import Prepared, prepare
-from .tiers import ALONE, LANES, TIERS
+from .tiers import LANES, LOADS, TIERS
 from .tiers.base import Verdict, from_failure
 from .truth import Expected
 
 Progress = Callable[[TierResult], None]
 INTERNAL = "The grader hit an internal problem on this tier (not your fault); course staff have the details."
+PRIMARY_WAIT_TIERS = 2  # the torch-free lane waits at most this many tiers' time for the primary's load
 
 
 @dataclass
@@ -63,14 +64,15 @@ class Expectations:
     def warm(self, diagnosis: bool = False) -> None:
         """Compute what every submission needs, once (a batch does it before its jobs start); with
         ``diagnosis``, also GPT-2's trace that a wrong forward pass is compared with (a class has some)."""
+        # In the order the first student's tiers ask: the logits, the function tiers' checkpoint, the second
+        # one; the trace last, since only a wrong forward pass needs it.
         primary = self.checkpoints[self.roles["primary"]]
         primary.warm(*(item.ids for item in self.inputs.logits))
-        if diagnosis:
-            primary.trace(self.inputs.traced())
-            primary.keep_float64 = True  # each block converted when a diagnosis first walks it, then kept
+        self.checkpoints[self.roles["function"]].warm()
         if self.roles.get("second"):
             self.checkpoints[self.roles["second"]].warm(self.inputs.second.ids)
-        self.checkpoints[self.roles["function"]].warm()
+        if diagnosis:
+            primary.trace(self.inputs.traced())
 
 
 def prepare_expectations(config: GradeConfig, seed: int | None = None) -> Expectations:
@@ -164,8 +166,9 @@ def _import_first(session: Session, timeout: float, internal: list[str]) -> Verd
 def _run_tiers(
     session: Session, config: GradeConfig, prepared: Prepared, internal: list[str], progress: Progress | None
 ) -> list[TierResult]:
-    """Every tier, reported in TIERS order. The import, then ALONE (the loads), run by themselves; after
-    them the LANES of the torch process and of the torch-free one run side by side, each lane in order."""
+    """Every tier, reported in TIERS order. The import first; then the LANES of the torch process and of the
+    torch-free one side by side, each in its order. The torch lane begins with LOADS, whose load of the
+    primary checkpoint the torch-free lane waits for (outside any tier's time)."""
     done: dict[str, TierResult] = {}
     lock = threading.Lock()
     started = time.monotonic()
@@ -202,12 +205,17 @@ def _run_tiers(
 
     def lane(tiers: tuple[ModuleType, ...]) -> None:
         try:
+            if LOADS not in tiers:  # LOADS always ends, each of its requests within its tier's time
+                session.primary_loaded.wait(PRIMARY_WAIT_TIERS * config.limits.timeout)
             for tier in tiers:
                 one(tier)
+                if tier is LOADS:
+                    session.primary_loaded.set()  # it may not have loaded it (no load_gpt2_weights, say)
         except GraderError as exc:
             failures.append(exc)
+        finally:
+            session.primary_loaded.set()
 
-    one(ALONE)
     workers = [threading.Thread(target=lane, args=(tiers,), daemon=True) for tiers in LANES.values()]
     for worker in workers:
         worker.start()

@@ -9,6 +9,7 @@ again only for wrong attributes the export does not hold (for the diagnosis), wi
 from __future__ import annotations
 
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -138,11 +139,33 @@ def read(
 def load(session: Session, name: str, deadline: Deadline) -> Load:
     """Build a model, run the student's loader on checkpoint ``name``, read back every attribute, export it.
 
-    Kept for later tiers, failures included (a loader that hung once is not run again)."""
-    if name in session.loads:
+    Kept for later tiers, failures included (a loader that hung once is not run again). A tier that asks
+    while another one's load of the same checkpoint runs waits for it, within its own time."""
+    lock = session.load_locks[name]
+    if not lock.acquire(timeout=max(0.0, deadline.end - time.monotonic())):
+        raise Stop(Failure("timeout", f"loading the {name} checkpoint in the shapes tier took all of this tier's time"))
+    try:
+        if name not in session.loads:
+            session.loads[name] = _load(session, name, deadline)
         return session.loads[name]
+    finally:
+        lock.release()
+        if name == session.primary_name:
+            session.primary_loaded.set()  # the torch-free lane's tiers may start
+
+
+def finished(session: Session, name: str, deadline: Deadline) -> Load | None:
+    """Checkpoint ``name``'s load once no tier is running it, or None when none ran (or it outlasted ``deadline``)."""
+    lock = session.load_locks[name]
+    if not lock.acquire(timeout=max(0.0, deadline.end - time.monotonic())):
+        return None
+    lock.release()
+    return session.loads.get(name)
+
+
+def _load(session: Session, name: str, deadline: Deadline) -> Load:
     expected = session.checkpoints[name]
-    load = session.loads[name] = Load(expected)
+    load = Load(expected)
     paths = [*attribute_paths(expected.shape.num_layers), TIE]
     spare: ResultsMemfd | None = None
     try:

@@ -135,16 +135,11 @@ def first_wrong_substep(
         ok, diff = close(first_block[0], embedding)
         if not ok:
             return "embedding", diff, embedding_mistake(first_block[0], weights, row)
-    expected = session.expected("primary")
     for i in range(shape.num_layers):
-        # In float64 once per layer: its sub-steps, the whole block and the variants each use every matrix;
-        # GPT-2's own arrays as the checkpoint keeps them (a batch converts each once).
-        w = {
-            name: expected.float64(f"blocks.{i}.{name}")
-            if array is expected.attributes.get(f"blocks.{i}.{name}")
-            else array.astype(np.float64)
-            for name, array in oracle.block_weights(weights, i).items()
-        }
+        # In float64 once per layer: its sub-steps, the whole block and the variants each use every matrix.
+        # Converted each time, not kept: a layer's arrays reuse the memory the last one freed, while keeping
+        # them all (8 bytes a parameter) cost a batch more in fresh pages than the conversions do.
+        w = {name: array.astype(np.float64) for name, array in oracle.block_weights(weights, i).items()}
         for _, step in (*SUBMODULES, ("", "block")):
             item = trace.get(f"layer {i} {step}")
             if item is None:

@@ -241,7 +241,9 @@ class Session:
             folder.chmod(0o755)
         self.torch = Agent(self, "torch")
         self.numpy = Agent(self, "numpy")
-        self.loads: dict[str, Any] = {}  # checkpoint -> loading.Load
+        self.loads: dict[str, Any] = {}  # checkpoint -> loading.Load, once it ended
+        self.load_locks = {name: threading.Lock() for name in self.checkpoints}  # held while one loads
+        self.primary_loaded = threading.Event()  # the primary's load ended (or will not run)
         self.adopted: dict[tuple[str, int], int] = {}  # (checkpoint, start of the numpy process) -> handle
         self.requests = 0
         self.notes: list[str] = []

@@ -18,7 +18,6 @@ import numpy as np
 
 from lab04_checks.contract import attribute_paths, logits_tolerance
 
-from .. import defaults
 from . import answers, oracle
 from .checkpoints import ModelSource, read_state
 from .diagnose import CandidateIndex
@@ -60,8 +59,6 @@ class Expected:
         self._logits: dict[bytes, np.ndarray] = {}
         self._traces: dict[bytes, tuple[np.ndarray, oracle.Trace]] = {}
         self._made: dict[tuple, Any] = {}
-        self._float64: dict[str, np.ndarray] = {}
-        self.keep_float64 = False  # a batch keeps them: each wrong submission's diagnosis asks again
         self._kept: dict[str, Any] = {}
         self._kept_lock = threading.RLock()  # the properties below: one may ask for another
         self._lock = threading.Lock()
@@ -135,18 +132,6 @@ class Expected:
             with self._lock:
                 self._traces[key] = (logits, trace)
         return logits, trace
-
-    def float64(self, path: str) -> np.ndarray:
-        """The expected array of ``path`` in float64 (kept when ``keep_float64``: 8 bytes a parameter)."""
-        if not self.keep_float64 or not self._float64_fits():
-            return self.attributes[path].astype(np.float64)
-        with self._making:
-            if path not in self._float64:
-                self._float64[path] = self.attributes[path].astype(np.float64)
-            return self._float64[path]
-
-    def _float64_fits(self) -> bool:
-        return 8 * self.shape.parameters <= defaults.FLOAT64_KEEP_MB << 20
 
     def made(self, key: tuple, make: Callable[[], Any]) -> Any:
         """``make()``, once per ``key``: what a tier derives from this checkpoint alone, whatever the student."""

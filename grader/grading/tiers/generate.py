@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...sandbox import protocol
+from .. import loading
 from ..outcome import Deadline, Stop, failure_of
 from ..session import Session
 from ..truth import Expected
@@ -46,19 +47,16 @@ def accepted(expected: Expected, prompt: str, prompt_ids: list[int], new: list[i
     return {expected.decode(prompt_ids + new[:k]) for k in counts} | {prompt + expected.decode(new[:k]) for k in counts}
 
 
-def _smallest_loaded(session: Session) -> str:
+def _smallest_loaded(session: Session, deadline: Deadline) -> str:
     """Generation tests the function, not the scale: the smallest checkpoint the loader handled."""
-    loaded = [
-        n
-        for n in session.load_order()
-        if n in session.loads and session.loads[n].failure is None and session.loads[n].blob >= 0
-    ]
+    loads = {n: loading.finished(session, n, deadline) for n in session.load_order()}
+    loaded = [n for n, load in loads.items() if load is not None and load.failure is None and load.blob >= 0]
     pool = loaded or [session.primary_name]
     return min(pool, key=lambda n: session.checkpoints[n].shape.parameters)
 
 
 def run(session: Session, deadline: Deadline) -> Verdict:
-    name = _smallest_loaded(session)
+    name = _smallest_loaded(session, deadline)
     handle = session.adopted_model(name, deadline)
     imported = session.numpy.ready(deadline)
     if not imported.has("generate_text"):
