@@ -44,6 +44,11 @@ IDS = "    ids = np.asarray(tokenizer.encode(text, add_special_tokens=False), dt
 OURS = "    ours = np.asarray(your_model(ids, training=False), dtype=np.float32)  # [1, T, V]"
 GELU = "    return 0.5 * x * (1.0 + np.tanh(c * (x + 0.044715 * x**3)))"
 LN = "        return self.gamma * ((x - mean) / np.sqrt(var + self.eps)) + self.beta"
+BLOCK = """        x = x + dropout(a, self.dropout_rate, training)
+        return x + self.ffn(self.ln2(x), training)"""
+BLOCK_POST_NORM = """        x = self.ln1(x + dropout(a, self.dropout_rate, training))
+        return self.ln2(x + self.ffn(x, training))"""
+BLOCK_PARALLEL = """        return x + dropout(a, self.dropout_rate, training) + self.ffn(self.ln2(x), training)"""
 BLOCK_CALL = "            x = block(x, mask, training)"
 SCALE = "        scores = (q @ np.swapaxes(k, -1, -2)) * (1.0 / math.sqrt(self.d_k))  # [B, H, T, T]"
 EMBED = "        x = self.token_embedding(ids) + self.pos_embedding(T)  # [B, T, d] + [T, d]"
@@ -418,6 +423,22 @@ BANK: tuple[Bug, ...] = (
         expect(logits="failed"),
         {"logits": "exact (erf) GELU"},
         ("erf_gelu",),
+    ),
+    Bug(
+        "post_norm_block",
+        "normalises the residual stream after each branch (the original Transformer's post-norm block)",
+        ((D, BLOCK, BLOCK_POST_NORM),),
+        expect(logits="failed", generate="failed"),
+        {"logits": "combined differently from GPT-2's pre-norm block"},
+        ("block_wiring",),
+    ),
+    Bug(
+        "parallel_block",
+        "adds attention and the feed-forward side by side, both on the block's input",
+        ((D, BLOCK, BLOCK_PARALLEL),),
+        expect(logits="failed", generate="failed"),
+        {"logits": "combined differently from GPT-2's pre-norm block"},
+        ("block_wiring",),
     ),
     Bug(
         "eps_outside_sqrt",

@@ -532,3 +532,24 @@ def test_a_tier_asking_for_a_load_in_progress_waits_for_it_within_its_own_time()
     threading.Thread(target=end_the_load).start()
     assert loading.finished(session, "wide", Deadline(5)) == "the finished load"
     assert loading.load(session, "wide", Deadline(5)) == "the finished load"  # kept: not run again
+
+
+def test_a_block_whose_traced_parts_chain_as_gpt2s_needs_no_float64_block_of_its_own() -> None:
+    from grader.grading.localise import wired_as_gpt2
+
+    rng = np.random.default_rng(0)
+    x, ln1_out, attn_out, ln2_out, mlp_out = (rng.standard_normal((5, 8)) for _ in range(5))
+    h = x + attn_out
+    trace = {
+        "layer 0 ln1": (x, ln1_out),
+        "layer 0 attention": (ln1_out, attn_out),
+        "layer 0 ln2": (h, ln2_out),
+        "layer 0 mlp": (ln2_out, mlp_out),
+        "layer 0 block": (x, h + mlp_out),
+    }
+    assert wired_as_gpt2(trace, 0)
+    post_norm = {**trace, "layer 0 block": (x, ln2_out + mlp_out)}  # the residual taken after the norm
+    assert not wired_as_gpt2(post_norm, 0)
+    parallel = {**trace, "layer 0 ln2": (x, ln2_out)}  # ffn(ln2(x)) beside attention, not after it
+    assert not wired_as_gpt2(parallel, 0)
+    assert not wired_as_gpt2({k: v for k, v in trace.items() if k != "layer 0 mlp"}, 0)  # a part not traced
