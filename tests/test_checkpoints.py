@@ -416,6 +416,33 @@ def test_read_state_maps_a_float32_file_instead_of_copying_it(pristine: Path) ->
         assert isinstance(getattr(base, "obj", base), mmap.mmap), name
 
 
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"dtype": "F32", "shape": [-1, 0], "data_offsets": [0, 0]},
+        {"dtype": "F32", "shape": [1], "data_offsets": [0.0, 4.0]},
+        {"dtype": "F32", "shape": [2], "data_offsets": [0, 4]},
+        {"dtype": "F16", "shape": [2], "data_offsets": [0, 4]},
+        "not an entry",
+    ],
+)
+def test_a_header_the_mapping_cannot_trust_leaves_the_file_to_safetensors(tmp_path: Path, entry: object) -> None:
+    """A negative dimension, offsets that are not integers, a size that disagrees, another dtype: no mapping."""
+    import json as json_module
+
+    from grader.grading.checkpoints import _mapped
+
+    header = json_module.dumps({"x": entry}).encode()
+    header += b" " * (-len(header) % 8)
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(len(header).to_bytes(8, "little") + header + bytes(8))
+    assert _mapped(path) is None
+    header = json_module.dumps({"x": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
+    header += b" " * (-len(header) % 8)
+    path.write_bytes(len(header).to_bytes(8, "little") + header + bytes(8))
+    assert _mapped(path)["x"].tolist() == [0.0, 0.0]  # the same file, well formed, is mapped
+
+
 @pytest.mark.parametrize("layout", ["no prefix, with buffers", "float16"])
 def test_read_state_accepts_the_hubs_gpt2_layout(pristine: Path, tmp_path: Path, layout: str) -> None:
     """Keys without ``transformer.`` (as the hub's gpt2 stores them), mask buffers, float16: named and float32."""

@@ -553,3 +553,5 @@ def test_a_block_whose_traced_parts_chain_as_gpt2s_needs_no_float64_block_of_its
     parallel = {**trace, "layer 0 ln2": (x, ln2_out)}  # ffn(ln2(x)) beside attention, not after it
     assert not wired_as_gpt2(parallel, 0)
     assert not wired_as_gpt2({k: v for k, v in trace.items() if k != "layer 0 mlp"}, 0)  # a part not traced
+    narrower = {**trace, "layer 0 attention": (ln1_out, attn_out[:, :7])}  # a reply of another shape: no error
+    assert not wired_as_gpt2(narrower, 0)

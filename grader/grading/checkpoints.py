@@ -219,6 +219,8 @@ def _mapped(path: Path) -> dict[str, np.ndarray] | None:
             dtype, shape, (first, last) = entry["dtype"], tuple(int(n) for n in entry["shape"]), entry["data_offsets"]
         except (TypeError, KeyError, ValueError):
             return None
+        if not all(isinstance(n, int) and not isinstance(n, bool) for n in (first, last)) or min(shape, default=0) < 0:
+            return None
         count = int(np.prod(shape, dtype=np.int64))
         if dtype != "F32" or not 0 <= first <= last <= size - start or last - first != 4 * count or first % 4:
             return None

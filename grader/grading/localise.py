@@ -127,8 +127,8 @@ def wired_as_gpt2(trace: dict[str, tuple[np.ndarray, np.ndarray]], i: int) -> bo
     Then the block computes GPT-2's block and its own check (a float64 block, as costly as all its
     parts together) is not needed; any other wiring, or a part the trace lacks, gets that check."""
     parts = [trace.get(f"layer {i} {step}") for step in ("block", "ln1", "attention", "ln2", "mlp")]
-    if any(part is None for part in parts):
-        return False
+    if any(part is None for part in parts) or any(a.shape != parts[0][0].shape for part in parts for a in part):
+        return False  # a part not traced, or of another shape (nothing to chain without broadcasting)
     (x, out), (ln1_in, ln1_out), (attn_in, attn_out), (ln2_in, ln2_out), (mlp_in, mlp_out) = parts
     h = x + attn_out
     chain = ((ln1_in, x), (attn_in, ln1_out), (ln2_in, h), (mlp_in, ln2_out), (out, h + mlp_out))
