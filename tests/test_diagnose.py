@@ -476,6 +476,24 @@ def test_a_batch_warms_the_truth_without_hashing_it() -> None:
     assert "digests" not in primary._kept  # exported attributes are compared by their bytes, not by digests
 
 
+def test_the_truth_thread_makes_the_compare_cases_before_the_tier_asks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compare tier runs on the torch lane's critical path of a single run: its cases (the oracle on
+    the near and far misses) are made by the truth thread, with and without atol, and the tier only takes them."""
+    from pathlib import Path
+
+    from grader.config import GradeConfig
+    from grader.grading.engine import prepare_expectations
+    from grader.grading.tiers import compare
+
+    expectations = prepare_expectations(GradeConfig(Path("."), Path("out.json"), second_model=None), seed=3)
+    expectations.warm()
+    function = expectations.checkpoints[expectations.roles["function"]]
+    monkeypatch.setattr(compare, "_cases", lambda *args: pytest.fail("the tier had to make the cases itself"))
+    for with_atol in (False, True):
+        cases, order = compare.cases_of(function, expectations.inputs, with_atol)
+        assert len(cases) == (5 if with_atol else 3) and sorted(order) == list(range(len(cases)))
+
+
 def test_what_a_tier_derives_from_a_checkpoint_alone_is_made_once_per_key() -> None:
     from grader.grading.checkpoints import resolve_model
     from grader.grading.truth import Expected

@@ -43,7 +43,7 @@ from .checkpoints import ModelSource, resolve_model
 from .outcome import Deadline, Stop
 from .session import Imported, Session
 from .submission import Prepared, prepare
-from .tiers import LANES, LOADS, TIERS
+from .tiers import LANES, LOADS, TIERS, compare
 from .tiers.base import Verdict, from_failure
 from .truth import Expected
 
@@ -65,12 +65,14 @@ class Expectations:
         """Compute what every submission needs, once (a batch does it before its jobs start); with
         ``diagnosis``, also GPT-2's trace that a wrong forward pass is compared with (a class has some)."""
         # In the order the first student's tiers ask: the logits, the function tiers' checkpoint, the second
-        # one; the trace last, since only a wrong forward pass needs it.
+        # one, the compare tier's cases; the trace last, since only a wrong forward pass needs it.
         primary = self.checkpoints[self.roles["primary"]]
         primary.warm(*(item.ids for item in self.inputs.logits))
-        self.checkpoints[self.roles["function"]].warm()
+        function = self.checkpoints[self.roles["function"]]
+        function.warm()
         if self.roles.get("second"):
             self.checkpoints[self.roles["second"]].warm(self.inputs.second.ids)
+        compare.warm(function, self.inputs)
         if diagnosis:
             primary.trace(self.inputs.traced())
 

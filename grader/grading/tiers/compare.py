@@ -19,6 +19,7 @@ from ... import defaults
 from ...sandbox import protocol
 from ...sandbox.protocol import Desc
 from .. import harness, loading, oracle
+from ..inputs import Inputs
 from ..outcome import Deadline, Failure, Stop, failure_of
 from ..session import Session
 from ..truth import Expected, digest
@@ -135,8 +136,7 @@ def run(session: Session, deadline: Deadline) -> Verdict:
     signature = imported.functions["compare_outputs"]
     default_atol = signature.default("atol") if signature else None
     with_atol = signature is not None and signature.accepts("atol")
-    key = ("compare cases", session.inputs.rng_seed, tuple(session.inputs.texts), with_atol)
-    cases, order = session.expected("function").made(key, lambda: _cases(session, with_atol))
+    cases, order = cases_of(session.expected("function"), session.inputs, with_atol)
     hf_model, tokenizer = harness.ready(session, deadline)
     lines: list[str] = []
     raised: list[str] = []
@@ -165,13 +165,25 @@ def run(session: Session, deadline: Deadline) -> Verdict:
     )
 
 
-def _cases(session: Session, with_atol: bool) -> tuple[list[tuple[Case, Known]], list[int]]:
+def warm(expected: Expected, inputs: Inputs) -> None:
+    """Make both sets of cases ahead of the tier (with an ``atol`` parameter and without): a single run's
+    truth thread has the time, the tier runs on the torch lane's critical path."""
+    for with_atol in (False, True):
+        cases_of(expected, inputs, with_atol)
+
+
+def cases_of(expected: Expected, inputs: Inputs, with_atol: bool) -> tuple[list[tuple[Case, Known]], list[int]]:
+    """This run's cases on the function checkpoint and the order they are asked in, made once."""
+    key = ("compare cases", inputs.rng_seed, tuple(inputs.texts), with_atol)
+    return expected.made(key, lambda: _cases(expected, inputs, with_atol))
+
+
+def _cases(expected: Expected, inputs: Inputs, with_atol: bool) -> tuple[list[tuple[Case, Known]], list[int]]:
     """A matching model, a near and a far miss; with an ``atol`` parameter, two cases that set it; the
     order they are asked in. Each with its true difference: none of it depends on the student."""
-    expected = session.expected("function")
     truth = expected.attributes
-    rng = session.inputs.rng(5)
-    texts = session.inputs.texts
+    rng = inputs.rng(5)
+    texts = inputs.texts
     near = near_miss(truth, rng, defaults.NEAR_MISS)
     cases = [
         Case("a model that matches GPT-2", truth, texts[0]),
