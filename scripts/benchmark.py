@@ -10,7 +10,9 @@ Usage: .venv/bin/python scripts/benchmark.py [--single tiny small] [--batch N] [
   forwards, in one warm process), the naive grader per submission, and ``grade --jobs 1`` and ``--jobs 2``
   (targets: jobs 1 <= 1.5 x the floor, >= 2 x faster than naive; jobs 2 >= 1.7 x the throughput of jobs 1),
   all four measured in turn in each of ``--rounds`` rounds, each ratio the median over the rounds, with the
-  peak memory of all the grader's processes together;
+  peak memory of all the grader's processes together (from runs of their own, not timed) and the machine's
+  busy CPU per submission (``--jobs 2``
+  cannot beat ``--jobs 1`` by more than the cores times its wall over ``--jobs 2``'s CPU);
 - student process start: a fresh bubblewrap sandbox and Python per process (the alternative to the fork
   server) beside the fork server's jailed children, as the tiny run's report measured them;
 - scale (``--scale``): GPT-2 large's shape graded once, its wall time and peak memory.
@@ -84,19 +86,34 @@ print(json.dumps(times))
 BUGS = ("transposed_c_proj", "qkv_permuted", "missing_biases", "compare_mean", "erf_gelu", "layernorm_swapped")
 
 
-def wall(command: list[str], env: dict | None = None) -> tuple[float, int]:
-    """Seconds a command takes as a whole process, and the peak memory of its process tree (bytes, Pss summed)."""
-    started = time.monotonic()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=REPO)
+def wall(command: list[str]) -> float:
+    """Seconds a command takes as a whole process, with nothing watching it."""
+    return _run(command, None)
+
+
+def sampled(command: list[str]) -> int:
+    """The peak memory of a command's process tree (bytes, Pss summed), in a run of its own: reading Pss
+    (smaps_rollup) walks each process's page tables, and sampling it every 0.2 s slowed a graded class by 2 to
+    20 % here (three pairs at each --jobs), so no timed run is sampled."""
     peak = [0]
-    sampler = threading.Thread(target=_sample, args=(process, peak), daemon=True)
-    sampler.start()
+    _run(command, peak)
+    return peak[0]
+
+
+def _run(command: list[str], peak: list[int] | None) -> float:
+    started = time.monotonic()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)
+    sampler = None
+    if peak is not None:
+        sampler = threading.Thread(target=_sample, args=(process, peak), daemon=True)
+        sampler.start()
     _, err = process.communicate()
     seconds = time.monotonic() - started
     if process.returncode != 0:
         raise SystemExit(f"{' '.join(command[:4])} failed ({process.returncode}): {err.decode()[-1500:]}")
-    sampler.join(1)
-    return seconds, peak[0]
+    if sampler is not None:
+        sampler.join(1)
+    return seconds
 
 
 def _tree(pid: int) -> list[int]:
@@ -135,6 +152,13 @@ def _sample(process: subprocess.Popen, peak: list[int]) -> None:
         time.sleep(0.2)
 
 
+def busy_seconds() -> float:
+    """Core-seconds the whole machine has run anything since boot (/proc/stat: user, nice, system, irq and
+    softirq; not idle, iowait or a hypervisor's steal)."""
+    user, nice, system, _idle, _iowait, irq, softirq = (int(f) for f in Path("/proc/stat").read_text().split()[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
 def check(name: str, value: float, target: str, ok: bool, misses: list[str]) -> None:
     print(f"  {name:<58} {value:8.2f}   target {target:<10} {'ok' if ok else 'MISSED'}")
     if not ok:
@@ -146,7 +170,7 @@ def startup(folder: Path, misses: list[str]) -> None:
     reports = folder / "reports"
     reports.mkdir()
     for command in (["--help"], ["summary", str(reports)], ["checkpoints", "list"]):
-        times = sorted(wall([str(Path(PYTHON).parent / "grade"), *command])[0] for _ in range(5))
+        times = sorted(wall([str(Path(PYTHON).parent / "grade"), *command]) for _ in range(5))
         check(f"grade {' '.join(command[:1])}", times[2], "< 0.5 s", times[2] < 0.5, misses)
 
 
@@ -159,7 +183,7 @@ def sandbox_start(folder: Path) -> None:
         if bwrap:
             command = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
             command += ["--unshare-all", "--die-with-parent", PYTHON, "-c", code]
-            times = sorted(wall(command)[0] for _ in range(5))
+            times = sorted(wall(command) for _ in range(5))
             print(f"  bubblewrap {bwrap_version(bwrap)} + a fresh Python, {flavour} imported: {times[2]:.2f}")
         else:
             print("  bubblewrap: not installed (apt-get install bubblewrap), not measured")
@@ -224,21 +248,21 @@ def single(model: str, folder: Path, pairs: int, misses: list[str]) -> None:
         model,
         "-q",
     ]
-    wall(grade)  # warm the file cache and the truth of this checkpoint
-    wall([PYTHON, str(naive), str(checkpoint), str(sub)])
+    naive_run = [PYTHON, str(naive), str(checkpoint), str(sub)]
+    grader_peak, naive_peak = sampled(grade), sampled(naive_run)  # also warms the file cache
     rows = []
     for _ in range(pairs):
-        a, a_mem = wall(grade)
-        b, b_mem = wall([PYTHON, str(naive), str(checkpoint), str(sub)])
-        rows.append((a, b, a / b, a_mem, b_mem))
+        a = wall(grade)
+        b = wall(naive_run)
+        rows.append((a, b, a / b))
     grader_s = statistics.median(r[0] for r in rows)
     naive_s = statistics.median(r[1] for r in rows)
     ratio = statistics.median(r[2] for r in rows)
     report = json.loads((folder / f"{model}.json").read_text())
     print(
         f"single run on {model} ({pairs} pairs): grader {grader_s:.2f} s (report {report['execution_time']:.2f} s, "
-        f"score {report['score']:g}), naive {naive_s:.2f} s; peak memory of all processes: grader "
-        f"{max(r[3] for r in rows) / 2**20:.0f} MB, naive {max(r[4] for r in rows) / 2**20:.0f} MB"
+        f"score {report['score']:g}), naive {naive_s:.2f} s; peak memory of all processes (a run of each "
+        f"before the pairs): grader {grader_peak / 2**20:.0f} MB, naive {naive_peak / 2**20:.0f} MB"
     )
     print("  tiers (s): " + ", ".join(f"{n} {t['seconds']:.2f}" for n, t in report["extra_data"]["tiers"].items()))
     check(f"single {model}: grader / naive", ratio, "<= 1.2", ratio <= 1.2, misses)
@@ -270,7 +294,7 @@ def batch(count: int, folder: Path, rounds: int, misses: list[str]) -> None:
     subs = sorted(str(p) for p in cls.iterdir())
     (folder / "floor.py").write_text(FLOOR)
     (folder / "naive.py").write_text(NAIVE)
-    rows = []
+    rows, cpu = [], []
     for _ in range(rounds):  # each round measures all four in turn, so a ratio compares like with like
         done = subprocess.run(
             [PYTHON, str(folder / "floor.py"), str(checkpoint), *subs],
@@ -280,18 +304,28 @@ def batch(count: int, folder: Path, rounds: int, misses: list[str]) -> None:
             cwd=REPO,
         )
         floor = statistics.mean(json.loads(done.stdout.strip().splitlines()[-1]))
-        naive = statistics.mean(wall([PYTHON, str(folder / "naive.py"), str(checkpoint), s])[0] for s in subs)
+        naive = statistics.mean(wall([PYTHON, str(folder / "naive.py"), str(checkpoint), s]) for s in subs)
         graded = {jobs: grade_class(cls, folder / f"reports-{jobs}", jobs) for jobs in (1, 2)}
-        rows.append((floor, naive, graded[1][0] / count, graded[2][0] / count, graded[1][1], graded[2][1]))
+        rows.append((floor, naive, *(graded[j][0] / count for j in (1, 2))))
+        cpu.append(tuple(graded[j][1] / count for j in (1, 2)))
+    peaks = {jobs: sampled(class_command(cls, folder / f"reports-{jobs}", jobs)) for jobs in (1, 2)}
     total = int(Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0]) * 1024
-    for floor, naive, one, two, _, _ in rows:
+    for floor, naive, one, two in rows:
         print(
             f"batch of {count} on small (half correct, half bank mistakes), seconds per submission: floor "
             f"{floor:.2f}, naive {naive:.2f}, --jobs 1 {one:.2f}, --jobs 2 {two:.2f}"
         )
+    cores = os.cpu_count() or 1
+    for (_, _, one, two), (cpu_one, cpu_two) in zip(rows, cpu, strict=True):
+        # --jobs 2 cannot finish a submission faster than its CPU over the cores: this bounds the ratio below
+        print(
+            f"  busy CPU of the whole machine, core-seconds per submission: --jobs 1 {cpu_one:.2f} ({cpu_one / one:.2f} "
+            f"of {cores} cores busy), --jobs 2 {cpu_two:.2f} ({cpu_two / two:.2f} busy); so --jobs 2 / --jobs 1 is at "
+            f"most {cores * one / cpu_two:.2f} at this CPU"
+        )
     print(
-        f"  peak memory of all processes together (Pss): --jobs 1 {max(r[4] for r in rows) / 2**30:.1f} GiB, "
-        f"--jobs 2 {max(r[5] for r in rows) / 2**30:.1f} GiB, of {total / 2**30:.0f} GiB"
+        f"  peak memory of all processes together (Pss, a run of each after the rounds): --jobs 1 "
+        f"{peaks[1] / 2**30:.1f} GiB, --jobs 2 {peaks[2] / 2**30:.1f} GiB, of {total / 2**30:.0f} GiB"
     )
     print(f"  ratios: the median over {rounds} rounds")
     ratio = statistics.median(r[2] / r[0] for r in rows)
@@ -300,14 +334,21 @@ def batch(count: int, folder: Path, rounds: int, misses: list[str]) -> None:
     check("batch: naive / grader --jobs 1", ratio, ">= 2", ratio >= 2, misses)
     ratio = statistics.median(r[2] / r[3] for r in rows)
     check("batch: throughput --jobs 2 / --jobs 1", ratio, ">= 1.7", ratio >= 1.7, misses)
-    peak = max(r[5] for r in rows)
+    peak = peaks[2]
     check("batch: memory of --jobs 2 / the machine's", peak / total, "< 1", peak < total, misses)
 
 
-def grade_class(cls: Path, out: Path, jobs: int) -> tuple[float, int]:
-    """Wall seconds and peak memory of grading the whole class afresh with ``--jobs``."""
+def class_command(cls: Path, out: Path, jobs: int) -> list[str]:
+    """Grade the whole class afresh with ``--jobs``."""
     command = [PYTHON, "-m", "grader.cli", "run", str(cls), "--out", str(out), "--model", "small"]
-    return wall([*command, "--jobs", str(jobs), "--force", "-q"])
+    return [*command, "--jobs", str(jobs), "--force", "-q"]
+
+
+def grade_class(cls: Path, out: Path, jobs: int) -> tuple[float, float]:
+    """Wall seconds and the machine's busy core-seconds of grading the whole class afresh."""
+    busy = busy_seconds()
+    seconds = wall(class_command(cls, out, jobs))
+    return seconds, busy_seconds() - busy
 
 
 def scale(folder: Path) -> None:
@@ -319,28 +360,14 @@ def scale(folder: Path) -> None:
     print(f"scale: GPT-2 large's shape (774M parameters) built or found in {time.monotonic() - started:.0f} s")
     sub = reference_submission(folder / "large")
     out = folder / "large.json"
-    seconds, peak = wall(
-        [
-            PYTHON,
-            "-m",
-            "grader.cli",
-            "run",
-            str(sub),
-            "--out",
-            str(out),
-            "--model",
-            "large",
-            "--memory-mb",
-            "16384",
-            "--timeout",
-            "300",
-            "-q",
-        ]
-    )
+    command = [PYTHON, "-m", "grader.cli", "run", str(sub), "--out", str(out), "--model", "large", "-q"]
+    command += ["--memory-mb", "16384", "--timeout", "300"]
+    peak = sampled(command)  # first: it also warms the file cache for the timed run
+    seconds = wall(command)
     report = json.loads(out.read_text())
     r = report["extra_data"]["resources"]
     print(
-        f"  graded in {seconds:.0f} s, score {report['score']:g}; peak memory: all processes together (Pss) "
+        f"  graded in {seconds:.0f} s, score {report['score']:g}; peak memory (a run of its own): all processes (Pss) "
         f"{peak / 2**30:.1f} GiB; grader {r['grader_peak_rss_mb'] / 1024:.1f} GiB, torch process "
         f"{r['torch_peak_rss_mb'] / 1024:.1f} GiB, torch-free process {r['numpy_peak_rss_mb'] / 1024:.1f} GiB"
     )

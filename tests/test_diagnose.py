@@ -573,3 +573,25 @@ def test_a_block_whose_traced_parts_chain_as_gpt2s_needs_no_float64_block_of_its
     assert not wired_as_gpt2({k: v for k, v in trace.items() if k != "layer 0 mlp"}, 0)  # a part not traced
     narrower = {**trace, "layer 0 attention": (ln1_out, attn_out[:, :7])}  # a reply of another shape: no error
     assert not wired_as_gpt2(narrower, 0)
+
+
+def test_a_layers_float64_weights_are_exact_and_written_into_the_same_buffers_for_every_layer() -> None:
+    from grader.grading.localise import float64_layer
+
+    rng = np.random.default_rng(0)
+    shapes = {"attn.W_Q": (8, 8), "ffn.W1": (8, 32), "ln1.gamma": (8,)}
+    weights = {
+        f"blocks.{i}.{n}": rng.standard_normal(s).astype(np.float32) for i in range(3) for n, s in shapes.items()
+    }
+    weights["token_embedding.weight"] = rng.standard_normal((10, 8)).astype(np.float32)
+    buffers: dict[str, np.ndarray] = {}
+    first = float64_layer(weights, 0, buffers)
+    for i in range(3):
+        layer = float64_layer(weights, i, buffers)
+        assert set(layer) == set(shapes)
+        for name, array in layer.items():
+            want = weights[f"blocks.{i}.{name}"].astype(np.float64)
+            assert array.dtype == np.float64 and array.shape == want.shape and np.array_equal(array, want)
+            assert array is first[name]  # no fresh pages per layer
+    weights["blocks.2.ffn.W1"] = rng.standard_normal((32, 8)).astype(np.float32)  # another shape: a new buffer
+    assert np.array_equal(float64_layer(weights, 2, buffers)["ffn.W1"], weights["blocks.2.ffn.W1"])

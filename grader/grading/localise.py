@@ -149,11 +149,10 @@ def first_wrong_substep(
         ok, diff = close(first_block[0], embedding)
         if not ok:
             return "embedding", diff, embedding_mistake(first_block[0], weights, row)
+    buffers: dict[str, np.ndarray] = {}
     for i in range(shape.num_layers):
         # In float64 once per layer: its sub-steps, the whole block and the variants each use every matrix.
-        # Converted each time, not kept: a layer's arrays reuse the memory the last one freed, while keeping
-        # them all (8 bytes a parameter) cost a batch more in fresh pages than the conversions do.
-        w = {name: array.astype(np.float64) for name, array in oracle.block_weights(weights, i).items()}
+        w = float64_layer(weights, i, buffers)
         for _, step in (*SUBMODULES, ("", "block")):
             item = trace.get(f"layer {i} {step}")
             if item is None or (step == "block" and wired_as_gpt2(trace, i)):
@@ -183,6 +182,22 @@ def first_wrong_substep(
         if not ok:
             return "head", diff, [("untied_head", UNTIED_HEAD)]
     return None, 0.0, []
+
+
+def float64_layer(weights: dict, i: int, buffers: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Layer ``i``'s weights in float64, written into ``buffers`` (one per name, kept by the caller for its
+    next layer; nothing computed from them outlives the layer).
+
+    Not a fresh array per layer: on this VM fresh pages cost more than the conversion itself, and keeping
+    GPT-2's weights in float64 for a whole batch (8 bytes a parameter) cost it more still."""
+    out = {}
+    for name, array in oracle.block_weights(weights, i).items():
+        buffer = buffers.get(name)
+        if buffer is None or buffer.shape != array.shape:
+            buffer = buffers[name] = np.empty(array.shape, np.float64)
+        np.copyto(buffer, array, casting="unsafe")  # what astype(np.float64) gives
+        out[name] = buffer
+    return out
 
 
 def first_divergence(
