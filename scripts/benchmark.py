@@ -11,8 +11,8 @@ Usage: .venv/bin/python scripts/benchmark.py [--single tiny small] [--batch N] [
   (targets: jobs 1 <= 1.5 x the floor, >= 2 x faster than naive; jobs 2 >= 1.7 x the throughput of jobs 1),
   all four measured in turn in each of ``--rounds`` rounds, each ratio the median over the rounds, with the
   peak memory of all the grader's processes together (from runs of their own, not timed) and the machine's
-  busy CPU per submission (``--jobs 2``
-  cannot beat ``--jobs 1`` by more than the cores times its wall over ``--jobs 2``'s CPU);
+  busy CPU per submission (``--jobs 2`` cannot beat ``--jobs 1`` by more than the cores times its wall over
+  ``--jobs 2``'s CPU);
 - student process start: a fresh bubblewrap sandbox and Python per process (the alternative to the fork
   server) beside the fork server's jailed children, as the tiny run's report measured them;
 - scale (``--scale``): GPT-2 large's shape graded once, its wall time and peak memory.
