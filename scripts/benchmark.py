@@ -12,7 +12,8 @@ Usage: .venv/bin/python scripts/benchmark.py [--single tiny small] [--batch N] [
   all four measured in turn in each of ``--rounds`` rounds, each ratio the median over the rounds, with the
   peak memory of all the grader's processes together (from runs of their own, not timed) and the machine's
   busy CPU per submission (``--jobs 2`` cannot beat ``--jobs 1`` by more than the cores times its wall over
-  ``--jobs 2``'s CPU);
+  ``--jobs 2``'s CPU), and ``--jobs 1``'s seconds per student from its reports (the first one, which waits for
+  the torch fork server's import, apart from the others: a small class weighs that one-time start heavily);
 - student process start: a fresh bubblewrap sandbox and Python per process (the alternative to the fork
   server) beside the fork server's jailed children, as the tiny run's report measured them;
 - scale (``--scale``): GPT-2 large's shape graded once, its wall time and peak memory.
@@ -294,7 +295,7 @@ def batch(count: int, folder: Path, rounds: int, misses: list[str]) -> None:
     subs = sorted(str(p) for p in cls.iterdir())
     (folder / "floor.py").write_text(FLOOR)
     (folder / "naive.py").write_text(NAIVE)
-    rows, cpu = [], []
+    rows, cpu, students = [], [], []
     for _ in range(rounds):  # each round measures all four in turn, so a ratio compares like with like
         done = subprocess.run(
             [PYTHON, str(folder / "floor.py"), str(checkpoint), *subs],
@@ -305,7 +306,11 @@ def batch(count: int, folder: Path, rounds: int, misses: list[str]) -> None:
         )
         floor = statistics.mean(json.loads(done.stdout.strip().splitlines()[-1]))
         naive = statistics.mean(wall([PYTHON, str(folder / "naive.py"), str(checkpoint), s]) for s in subs)
-        graded = {jobs: grade_class(cls, folder / f"reports-{jobs}", jobs) for jobs in (1, 2)}
+        graded = {}
+        for jobs in (1, 2):
+            graded[jobs] = grade_class(cls, folder / f"reports-{jobs}", jobs)
+            if jobs == 1:  # read before --jobs 2 runs: the sampled runs after the rounds overwrite the reports
+                students.append(per_student(folder / "reports-1"))
         rows.append((floor, naive, *(graded[j][0] / count for j in (1, 2))))
         cpu.append(tuple(graded[j][1] / count for j in (1, 2)))
     peaks = {jobs: sampled(class_command(cls, folder / f"reports-{jobs}", jobs)) for jobs in (1, 2)}
@@ -323,6 +328,8 @@ def batch(count: int, folder: Path, rounds: int, misses: list[str]) -> None:
             f"of {cores} cores busy), --jobs 2 {cpu_two:.2f} ({cpu_two / two:.2f} busy); so --jobs 2 / --jobs 1 is at "
             f"most {cores * one / cpu_two:.2f} at this CPU"
         )
+    for line in students:
+        print(f"  --jobs 1, seconds per student from its reports: {line}")
     print(
         f"  peak memory of all processes together (Pss, a run of each after the rounds): --jobs 1 "
         f"{peaks[1] / 2**30:.1f} GiB, --jobs 2 {peaks[2] / 2**30:.1f} GiB, of {total / 2**30:.0f} GiB"
@@ -349,6 +356,29 @@ def grade_class(cls: Path, out: Path, jobs: int) -> tuple[float, float]:
     busy = busy_seconds()
     seconds = wall(class_command(cls, out, jobs))
     return seconds, busy_seconds() - busy
+
+
+def per_student(reports: Path) -> str:
+    """A class's grading per student, from its reports: the first one (which waits for the torch fork server's
+    import), then the median of the others with full marks and of those without (whose diagnosis runs)."""
+    found = []
+    for path in sorted(p for p in reports.glob("*.json") if not p.name.startswith(".")):  # not the state file
+        report = json.loads(path.read_text())
+        waited = report["extra_data"]["resources"]["torch_startup_seconds"]
+        found.append((waited, report["execution_time"], report["score"] == report["extra_data"]["max_score"]))
+    if not found:
+        return "no reports"
+    first = max(found)
+    rest = [f for f in found if f is not first]
+
+    def median(full: bool) -> str:
+        times = [seconds for _, seconds, right in rest if right == full]
+        return f"{statistics.median(times):.2f} ({len(times)})" if times else "none"
+
+    return (
+        f"the first {first[1]:.2f} (its torch process took {first[0]:.2f} to start: the fork server's import), others "
+        f"with full marks {median(True)}, without {median(False)}"
+    )
 
 
 def scale(folder: Path) -> None:
