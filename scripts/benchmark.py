@@ -320,7 +320,7 @@ def batch(count: int, folder: Path, rounds: int, misses: list[str]) -> None:
         graded = {}
         for jobs in (1, 2):
             graded[jobs] = grade_class(cls, folder / f"reports-{jobs}", jobs)
-            if jobs == 1:  # read before --jobs 2 runs: the sampled runs after the rounds overwrite the reports
+            if jobs == 1:  # read now: the next round and the sampled run after the rounds regrade into this folder
                 students.append(per_student(folder / "reports-1"))
         rows.append((floor, naive, *(graded[j][0] / count for j in (1, 2))))
         cpu.append(tuple(graded[j][1] / count for j in (1, 2)))
@@ -370,8 +370,9 @@ def grade_class(cls: Path, out: Path, jobs: int) -> tuple[float, float]:
 
 
 def per_student(reports: Path) -> str:
-    """A class's grading per student, from its reports: the first one (which waits for the torch fork server's
-    import), then the median of the others with full marks and of those without (whose diagnosis runs)."""
+    """A class's grading per student, from its reports: the first one (the one whose torch process took longest
+    to start: it waited for the torch fork server's import), then the medians of the others with full marks and
+    of those without."""
     found = []
     for path in sorted(p for p in reports.glob("*.json") if not p.name.startswith(".")):  # not the state file
         report = json.loads(path.read_text())
