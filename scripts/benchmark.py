@@ -12,7 +12,8 @@ Usage: .venv/bin/python scripts/benchmark.py [--single tiny small] [--batch N] [
   all four measured in turn in each of ``--rounds`` rounds, each ratio the median over the rounds, with the
   peak memory of all the grader's processes together (from runs of their own, not timed) and the machine's
   busy CPU per submission (``--jobs 2`` cannot beat ``--jobs 1`` by more than the cores times its wall over
-  ``--jobs 2``'s CPU), and ``--jobs 1``'s seconds per student from its reports (the first one, which waits for
+  ``--jobs 2``'s CPU; the floor's own CPU beside it, and the most a submission may take for both ``--jobs``
+  targets to hold at once), and ``--jobs 1``'s seconds per student from its reports (the first one, which waits for
   the torch fork server's import, apart from the others: a small class weighs that one-time start heavily);
 - student process start: a fresh bubblewrap sandbox and Python per process (the alternative to the fork
   server) beside the fork server's jailed children, as the tiny run's report measured them;
@@ -69,9 +70,9 @@ import torch  # noqa: F401 - warm: the student's imports are done once
 from transformers import GPT2LMHeadModel, GPT2Config  # noqa: F401
 checkpoint, folders = sys.argv[1], sys.argv[2:]
 c = GPT2Config.from_pretrained(checkpoint)
-times = []
+times, cpu = [], []
 for n, folder in enumerate(folders):
-    started = time.perf_counter()
+    started, used = time.perf_counter(), time.process_time()  # process_time: all its threads, user and system
     sys.path.insert(0, folder)
     spec = importlib.util.spec_from_file_location(f"pretrained_{n}", folder + "/pretrained.py")
     student = importlib.util.module_from_spec(spec)
@@ -83,7 +84,8 @@ for n, folder in enumerate(folders):
         model(rng.integers(0, c.vocab_size - 1, size=shape), training=False)
     sys.path.remove(folder)
     times.append(time.perf_counter() - started)
-print(json.dumps(times))
+    cpu.append(time.process_time() - used)
+print(json.dumps({"seconds": times, "cpu": cpu}))
 """.replace("SHAPES", repr(INPUT_SHAPES))
 BUGS = ("transposed_c_proj", "qkv_permuted", "missing_biases", "compare_mean", "erf_gelu", "layernorm_swapped")
 
@@ -306,7 +308,7 @@ def batch(count: int, folder: Path, rounds: int, misses: list[str]) -> None:
     subs = sorted(str(p) for p in cls.iterdir())
     (folder / "floor.py").write_text(FLOOR)
     (folder / "naive.py").write_text(NAIVE)
-    rows, cpu, students = [], [], []
+    rows, cpu, students, floor_cpu = [], [], [], []
     for _ in range(rounds):  # each round measures all four in turn, so a ratio compares like with like
         done = subprocess.run(
             [PYTHON, str(folder / "floor.py"), str(checkpoint), *subs],
@@ -315,7 +317,9 @@ def batch(count: int, folder: Path, rounds: int, misses: list[str]) -> None:
             check=True,
             cwd=REPO,
         )
-        floor = statistics.mean(json.loads(done.stdout.strip().splitlines()[-1]))
+        floor_run = json.loads(done.stdout.strip().splitlines()[-1])
+        floor = statistics.mean(floor_run["seconds"])
+        floor_cpu.append(statistics.mean(floor_run["cpu"]))
         naive = statistics.mean(wall([PYTHON, str(folder / "naive.py"), str(checkpoint), s]) for s in subs)
         graded = {}
         for jobs in (1, 2):
@@ -338,6 +342,14 @@ def batch(count: int, folder: Path, rounds: int, misses: list[str]) -> None:
             f"  busy CPU of the whole machine, core-seconds per submission: --jobs 1 {cpu_one:.2f} ({cpu_one / one:.2f} "
             f"of {cores} cores busy), --jobs 2 {cpu_two:.2f} ({cpu_two / two:.2f} busy); so --jobs 2 / --jobs 1 is at "
             f"most {cores * one / cpu_two:.2f} at this CPU"
+        )
+    for (floor, _, _, _), (_, cpu_two), own in zip(rows, cpu, floor_cpu, strict=True):
+        # both --jobs targets at once: --jobs 1 at most 1.5 x the floor, and --jobs 2 1.7 x faster than that
+        budget = cores * 1.5 * floor / 1.7
+        print(
+            f"  CPU per submission: the floor's own process {own:.2f} core-s, the machine at --jobs 2 {cpu_two:.2f}, "
+            f"{cpu_two - own:.2f} more; both --jobs targets together allow at most "
+            f"{cores} x 1.5 x floor / 1.7 = {budget:.2f}"
         )
     for line in students:
         print(f"  --jobs 1, seconds per student from its reports: {line}")
